@@ -1,0 +1,1 @@
+"""interp-causal: in-context causal tasks, the paper's models, training and reports."""

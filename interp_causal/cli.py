@@ -1,0 +1,179 @@
+"""``interp-causal``: demo, train, probe. Heavy imports (torch, TransformerLens) happen inside
+the commands so that ``--help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+GRAPH_HELP = "chain, icl, random, random-v2, two-parent or markov-N"
+MODEL_CHOICES = ("paper", "paper-reduced", "attn-only", "mlp", "layernorm", "rotary")
+RECIPE_CHOICES = ("fast", "paper-sgd", "paper-adamw")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _heads(text: str) -> tuple[int, ...]:
+    try:
+        heads = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected heads per layer like '1,1' or '2,1', got {text!r}") from None
+    if not heads or min(heads) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive head counts like '1,1', got {text!r}")
+    return heads
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--graph", default="chain", help=f"latent causal graph: {GRAPH_HELP} (default: chain)")
+    p.add_argument("--vocab", type=_positive_int, default=10, help="vocabulary size S (default: 10)")
+    p.add_argument("--seq-len", type=_positive_int, default=20, help="sequence length T (default: 20)")
+    p.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration (default: 0.1)")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="paper", choices=MODEL_CHOICES, help="model preset (default: paper)")
+    p.add_argument("--heads", type=_heads, default=None, help="paper model heads per layer, e.g. 2,1 (default: 1,1)")
+    p.add_argument("--recipe", default="fast", choices=RECIPE_CHOICES, help="training recipe (default: fast)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="total training steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    p.add_argument("--eval-every", type=_positive_int, default=None, help="steps between test evaluations")
+    p.add_argument("--seed", type=int, default=0, help="seed for the model, the data and the graph (default: 0)")
+    p.add_argument("--no-probes", action="store_true", help="train without the probe callback")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp-causal",
+        description="Train small transformers on in-context causal tasks and probe what they learn, and when.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train the paper's model on in-context Markov chains and print a summary")
+    demo.add_argument("--out", default="runs/demo", help="run directory, replaced if it exists (default: runs/demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    train = sub.add_parser("train", help="train a model on an in-context causal task into a run directory")
+    _add_task_options(train)
+    _add_training_options(train)
+    train.add_argument("--out", default=None, help="run directory (default: runs/GRAPH-sS-tT-MODEL-seedN)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps in total")
+
+    probe = sub.add_parser("probe", help="probe a saved run's checkpoint and print the mechanisms found")
+    probe.add_argument("run_dir", help="a run directory written by train or demo")
+    probe.add_argument("--batch-size", type=_positive_int, default=512, help="probe batch size (default: 512)")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the probe batch (default: 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"interp-causal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _task_from_args(args):
+    import torch
+
+    from interp_causal.tasks import CausalGraph, InContextTask
+
+    graph = CausalGraph.by_name(args.graph, args.seq_len, torch.Generator().manual_seed(args.seed))
+    return InContextTask(graph, args.vocab, args.alpha)
+
+
+def cmd_demo(args) -> int:
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, make_config
+
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    task = InContextTask(CausalGraph.chain(20), 10, 0.1)
+    config = make_config(task, "paper", get_recipe("fast"), seed=0)
+    return _train(config, out, resume=False, probes=True, quiet=args.quiet)
+
+
+def cmd_train(args) -> int:
+    from interp_causal.training import get_recipe, make_config
+
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        if out is None:
+            raise ValueError("out: --resume needs --out, the run directory to continue")
+        return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps)
+    task = _task_from_args(args)
+    recipe = get_recipe(args.recipe).with_overrides(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every
+    )
+    options = {}
+    if args.heads is not None:
+        if not args.model.startswith("paper"):
+            raise ValueError(f"heads: only the paper models take --heads, not --model {args.model}")
+        options["heads"] = list(args.heads)
+    if out is None:
+        out = Path("runs") / f"{task.graph.name}-s{task.vocab_size}-t{task.seq_len}-{args.model}-seed{args.seed}"
+    config = make_config(task, args.model, recipe, args.seed, options)
+    return _train(config, out, resume=False, probes=not args.no_probes, quiet=args.quiet)
+
+
+def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None) -> int:
+    from interp_causal.training import resume_run, start_run, summarize
+
+    started = time.perf_counter()
+    callbacks = []
+    if resume:
+        trainer = resume_run(out, steps=steps, progress=False if quiet else None)
+    else:
+        trainer = start_run(config, out, progress=False if quiet else None)
+    if probes:
+        callbacks.append(_probe_callback(trainer))
+        trainer.callbacks.extend(c for c in callbacks if c is not None)
+    trainer.fit()
+    summary = summarize(trainer)
+    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    _print_summary(summary, out)
+    return 0
+
+
+def _probe_callback(trainer):
+    """The default probe suite as a training callback, when the probes package offers one."""
+    try:
+        from interp_causal.probing import default_callback
+    except ImportError:
+        return None
+    return default_callback(trainer)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    print(f"run directory   {out}")
+    print(f"steps           {summary['steps']}  ({summary['seconds']:.1f} s training, {summary['wall_s']:.1f} s in all)")
+    print(f"final test loss {summary['final_test_loss']:.4f}")
+    print(f"Bayes loss      {summary['bayes_loss']:.4f}")
+    print(f"gap             {summary['gap']:+.4f}  ({summary['gap_pct']:+.2f}% of Bayes)")
+    for line in summary.get("mechanisms", []):
+        print(line)
+
+
+def cmd_probe(args) -> int:
+    from interp_causal.probing import probe_run
+
+    result = probe_run(Path(args.run_dir), batch_size=args.batch_size, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Models for the in-context causal tasks, as TransformerLens models (PAPER.md §2)."""
+
+from interp_causal.models.paper import PaperLayout, attention_matrices, paper_config, paper_model, readout
+from interp_causal.models.presets import PRESETS, build_model, check_model_matches_task, standard_config, standard_model
+
+__all__ = [
+    "PRESETS",
+    "PaperLayout",
+    "attention_matrices",
+    "build_model",
+    "check_model_matches_task",
+    "paper_config",
+    "paper_model",
+    "readout",
+    "standard_config",
+    "standard_model",
+]

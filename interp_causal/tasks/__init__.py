@@ -1,0 +1,18 @@
+"""In-context causal tasks (PAPER.md §1): graphs, the sampler, the Bayes estimator and baselines."""
+
+from interp_causal.tasks.estimators import baseline_losses, bayes, cross_entropy, one_parent, uniform, unigram
+from interp_causal.tasks.graph import GRAPH_NAMES, CausalGraph
+from interp_causal.tasks.task import Batch, InContextTask
+
+__all__ = [
+    "GRAPH_NAMES",
+    "Batch",
+    "CausalGraph",
+    "InContextTask",
+    "baseline_losses",
+    "bayes",
+    "cross_entropy",
+    "one_parent",
+    "uniform",
+    "unigram",
+]

@@ -1,0 +1,85 @@
+"""Training recipes: optimiser, schedule and data settings, with the paper's as presets (PAPER.md §4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train. ``pool_size=None`` draws fresh sequences every step; an int keeps a pool of
+    that many sequences and re-draws it when used up (the official code's ``max_size``)."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    steps: int = 1000
+    batch_size: int = 1024
+    init: str = "zero"
+    pool_size: int | None = None
+    eval_every: int = 50
+    test_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {SCHEDULES}, got {self.schedule!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
+        for name in ("steps", "batch_size", "eval_every", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if self.pool_size is not None and (
+            isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < self.batch_size
+        ):
+            raise ValueError(f"pool_size: expected None or an int >= batch_size={self.batch_size}, got {self.pool_size!r}")
+
+    def with_overrides(self, **overrides) -> "Recipe":
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"recipe: unknown settings {sorted(unknown)}; expected some of {sorted(known)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        params = [p for p in params if p.requires_grad]
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``lr`` at ``step``: cosine decay to 0 over ``steps`` (optax's), or 1."""
+        if self.schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / self.steps))
+
+
+RECIPES: dict[str, Recipe] = {
+    # Figs. 2, 6: SGD lr 1, cosine, zero init, 2^17 steps of 1024, a re-drawn pool of 2^20.
+    "paper-sgd": Recipe("sgd", 1.0, 0.0, "cosine", 2**17, 1024, "zero", 2**20, eval_every=1024, test_size=2**16),
+    # Figs. 5, 7: AdamW lr 1e-2, wd 1e-4, cosine, 2^16 steps, init 1e-4 N(0, 1).
+    "paper-adamw": Recipe("adamw", 1e-2, 1e-4, "cosine", 2**16, 1024, "normal", None, eval_every=512, test_size=2**16),
+    # The demo: the paper model reaches Bayes on the chain in well under a minute on 2 cores.
+    "fast": Recipe("adamw", 5e-2, 0.0, "cosine", 1000, 512, "zero", None, eval_every=50, test_size=4096),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"recipe: unknown name {name!r}; expected one of {', '.join(RECIPES)}")
+    return RECIPES[name]

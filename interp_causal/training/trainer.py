@@ -1,0 +1,236 @@
+"""A small trainer with callbacks, held-out scoring against Bayes, and exact resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from interp_causal.tasks import Batch, InContextTask, baseline_losses
+from interp_causal.training.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from interp_causal.training.recipes import Recipe
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+TEST_SEED_OFFSET = 1_000_003  # the held-out set never shares a stream with training data
+
+
+class Callback(Protocol):
+    """Any subset of these methods; each receives the trainer."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer") -> None: ...
+    def on_eval(self, trainer: "Trainer", row: dict) -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+def last_position_loss(model, batch: Batch) -> torch.Tensor:
+    """Expected cross-entropy at the last position against the soft target ``[n, S]``."""
+    logits = model(batch.tokens, return_type="logits")[:, -1]
+    return -(batch.target * logits.log_softmax(-1)).sum(-1).mean()
+
+
+class Trainer:
+    """Trains ``model`` on fresh (or pooled) samples of ``task`` following ``recipe``.
+
+    ``trainer.model`` is always the up-to-date hooked model, ``trainer.step`` counts completed
+    steps, ``trainer.run_dir`` is where metrics, checkpoints and callbacks write (or None).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: InContextTask,
+        recipe: Recipe,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        callbacks: Sequence[Callback] = (),
+        config: dict | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        from interp_causal.models import check_model_matches_task
+
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
+        check_model_matches_task(model, task)
+        self.model, self.task, self.recipe = model, task, recipe
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        self.callbacks = list(callbacks)
+        self.config = config or {}
+        self.progress = progress
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self.optimizer = recipe.make_optimizer(model.parameters())
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, recipe.lr_factor)
+        self.data_rng = torch.Generator().manual_seed(seed)
+        self._pool: Batch | None = None
+        self._pool_rng_state: torch.Tensor | None = None
+        self._cursor = 0
+        self._loss_sum, self._loss_count = 0.0, 0
+        test_rng = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
+        self.test_batch = task.sample(recipe.test_size, test_rng)
+        self.reference_losses = baseline_losses(self.test_batch.tokens, self.test_batch.target, task)
+
+    # ---- data ------------------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        bs, pool_size = self.recipe.batch_size, self.recipe.pool_size
+        if pool_size is None:
+            return self.task.sample(bs, self.data_rng)
+        if self._pool is None or self._cursor + bs > pool_size:
+            self._pool_rng_state = self.data_rng.get_state()
+            self._pool = self.task.sample(pool_size, self.data_rng)
+            self._cursor = 0
+        batch = self._pool[self._cursor : self._cursor + bs]
+        self._cursor += bs
+        return batch
+
+    # ---- training --------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> float:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = last_position_loss(self.model, batch)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, chunk: int = 8192) -> float:
+        """Test loss on the held-out set."""
+        self.model.eval()
+        total, n = 0.0, len(self.test_batch)
+        for start in range(0, n, chunk):
+            part = self.test_batch[start : start + chunk]
+            total += float(last_position_loss(self.model, part)) * len(part)
+        return total / n
+
+    def fit(self, until: int | None = None) -> list[dict]:
+        """Train up to ``recipe.steps`` in total (or stop early at ``until``, leaving a checkpoint
+        to resume from). Returns the metrics rows written so far."""
+        from tqdm.auto import tqdm
+
+        total = self.recipe.steps
+        stop = total if until is None else min(int(until), total)
+        self._call("on_train_begin")
+        if self.step == 0 and not self.history:
+            self._record()
+        started = time.perf_counter() - self.elapsed
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=self._bar_disabled(), leave=False)
+        try:
+            while self.step < stop:
+                loss = self.train_step(self.next_batch())
+                self._loss_sum += loss
+                self._loss_count += 1
+                self.step += 1
+                self.elapsed = time.perf_counter() - started
+                bar.update(1)
+                self._call("on_step_end")
+                if self.step % self.recipe.eval_every == 0 or self.step == total:
+                    row = self._record()
+                    bar.set_postfix(test=f"{row['test_loss']:.4f}", bayes=f"{row['bayes_loss']:.4f}")
+            if self.step % self.recipe.eval_every and self.step != total:
+                self.save()  # stopped between evaluations: keep what was done
+        finally:
+            bar.close()
+        self._call("on_train_end")
+        return self.history
+
+    def _bar_disabled(self) -> bool | None:
+        return None if self.progress is None else not self.progress
+
+    def _record(self) -> dict:
+        row = {
+            "step": self.step,
+            "train_loss": self._loss_sum / self._loss_count if self._loss_count else None,
+            "test_loss": self.evaluate(),
+            "bayes_loss": self.reference_losses["bayes"],
+            **{f"{k}_loss": v for k, v in self.reference_losses.items() if k != "bayes"},
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed_s": round(self.elapsed, 3),
+        }
+        self._loss_sum, self._loss_count = 0.0, 0
+        self.history.append(row)
+        if self.run_dir is not None:
+            with open(self.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        self._call("on_eval", row)
+        self.save()
+        return row
+
+    def _call(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            method = getattr(cb, name, None)
+            if method is not None:
+                method(self, *args)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": 1,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data_rng": self.data_rng.get_state(),
+            "pool_rng": self._pool_rng_state,
+            "cursor": self._cursor,
+            "loss_sum": self._loss_sum,
+            "loss_count": self._loss_count,
+            "config": self.config,
+        }
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.run_dir / CHECKPOINT, self.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self._loss_sum, self._loss_count = float(state["loss_sum"]), int(state["loss_count"])
+        self._pool_rng_state, self._cursor = state["pool_rng"], int(state["cursor"])
+        if self._pool_rng_state is not None and self.recipe.pool_size is not None:
+            rng = torch.Generator()
+            rng.set_state(self._pool_rng_state)
+            self._pool = self.task.sample(self.recipe.pool_size, rng)
+        self.data_rng.set_state(state["data_rng"])
+
+    def resume(self) -> None:
+        """Continue from ``run_dir``'s checkpoint; drop any log rows written after it."""
+        if self.run_dir is None:
+            raise ValueError("run_dir: resuming needs the run directory that holds the checkpoint")
+        self.load_state_dict(load_checkpoint(self.run_dir / CHECKPOINT))
+        for log in sorted(self.run_dir.glob("*.jsonl")):
+            rows = truncate_log(log, self.step)
+            if log.name == METRICS:
+                self.history = rows
+
+
+def truncate_log(path: Path, step: int) -> list[dict]:
+    """Keep the rows of a JSON-lines log up to ``step`` (rows after a crash are replayed)."""
+    rows = read_jsonl(path)
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    if len(kept) != len(rows):
+        atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+    return kept
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file; a torn last line (a crash mid-write) is ignored."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
