@@ -130,40 +130,33 @@ def cmd_train(args) -> int:
 
 
 def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None) -> int:
+    from interp_causal.probing import default_callback, mechanism_lines, mechanisms
     from interp_causal.training import resume_run, start_run, summarize
+    from interp_causal.training.checkpoint import write_json
 
     started = time.perf_counter()
-    callbacks = []
-    if resume:
-        trainer = resume_run(out, steps=steps, progress=False if quiet else None)
-    else:
-        trainer = start_run(config, out, progress=False if quiet else None)
+    progress = False if quiet else None
+    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
     if probes:
-        callbacks.append(_probe_callback(trainer))
-        trainer.callbacks.extend(c for c in callbacks if c is not None)
+        trainer.callbacks.append(default_callback(trainer))
     trainer.fit()
     summary = summarize(trainer)
     summary["wall_s"] = round(time.perf_counter() - started, 2)
-    _print_summary(summary, out)
+    found = mechanisms(out) if probes else None
+    if found is not None:
+        summary["mechanisms"] = found
+        write_json(out / "summary.json", summary)
+    _print_summary(summary, out, mechanism_lines(found))
     return 0
 
 
-def _probe_callback(trainer):
-    """The default probe suite as a training callback, when the probes package offers one."""
-    try:
-        from interp_causal.probing import default_callback
-    except ImportError:
-        return None
-    return default_callback(trainer)
-
-
-def _print_summary(summary: dict, out: Path) -> None:
+def _print_summary(summary: dict, out: Path, mechanism_lines: list[str]) -> None:
     print(f"run directory   {out}")
     print(f"steps           {summary['steps']}  ({summary['seconds']:.1f} s training, {summary['wall_s']:.1f} s in all)")
     print(f"final test loss {summary['final_test_loss']:.4f}")
     print(f"Bayes loss      {summary['bayes_loss']:.4f}")
     print(f"gap             {summary['gap']:+.4f}  ({summary['gap_pct']:+.2f}% of Bayes)")
-    for line in summary.get("mechanisms", []):
+    for line in mechanism_lines:
         print(line)
 
 

@@ -11,6 +11,7 @@ tasks have no query; the target's parents lie inside the sequence.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +25,29 @@ def _as_parent_tuple(value: object, where: str) -> tuple[int, ...]:
         raise TypeError(f"{where}: expected a list of earlier positions, got {value!r}")
     out = []
     for p in value:
-        if isinstance(p, bool) or not isinstance(p, int):
+        if isinstance(p, bool):
             raise TypeError(f"{where}: parent indices must be ints, got {p!r}")
-        out.append(int(p))
+        try:
+            out.append(operator.index(p))  # ints, numpy and torch integer scalars
+        except TypeError:
+            raise TypeError(f"{where}: parent indices must be ints, got {p!r}") from None
     return tuple(out)
+
+
+def _check_parent_lists(parents: tuple[tuple[int, ...], ...]) -> None:
+    """Parents in range, earlier than their child (hence no cycles), and not repeated."""
+    T = len(parents)
+    for i, ps in enumerate(parents):
+        for p in ps:
+            if p < 0 or p >= T:
+                raise ValueError(f"position {i}: parent {p} is out of range 0..{T - 1}")
+            if p >= i:
+                raise ValueError(
+                    f"position {i}: parent {p} is not earlier than its child "
+                    "(parents must precede children, which also rules out cycles)"
+                )
+        if len(set(ps)) != len(ps):
+            raise ValueError(f"position {i}: repeated parent in {list(ps)}")
 
 
 @dataclass(frozen=True)
@@ -50,17 +70,7 @@ class CausalGraph:
         T = len(parents)
         if T < 2:
             raise ValueError(f"parents: a graph needs at least 2 positions, got {T}")
-        for i, ps in enumerate(parents):
-            for p in ps:
-                if p < 0 or p >= T:
-                    raise ValueError(f"position {i}: parent {p} is out of range 0..{T - 1}")
-                if p >= i:
-                    raise ValueError(
-                        f"position {i}: parent {p} is not earlier than its child "
-                        "(parents must precede children, which also rules out cycles)"
-                    )
-            if len(set(ps)) != len(ps):
-                raise ValueError(f"position {i}: repeated parent in {list(ps)}")
+        _check_parent_lists(parents)
         if not target:
             raise ValueError("target_parents: the prediction target needs at least one parent")
         for p in target:
@@ -138,6 +148,7 @@ class CausalGraph:
         """
         if isinstance(parents, (str, bytes)) or not isinstance(parents, Sequence):
             raise TypeError(f"parents: expected a list of parent lists, got {type(parents).__name__}")
+        _check_parent_lists(tuple(_as_parent_tuple(p, f"parents of position {i}") for i, p in enumerate(parents)))
         if target_parents is None:
             if len(parents) == 0 or len(parents[-1]) != 0:
                 raise ValueError(

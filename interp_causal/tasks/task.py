@@ -103,10 +103,102 @@ class InContextTask:
         return cls(graph, int(spec["vocab_size"]), float(spec["alpha"]))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
-        """Draw ``n`` sequences, each with its own transition tables, vectorised over the batch."""
+        """Draw ``n`` sequences, each with its own transition tables, vectorised over the batch.
+
+        What is preserved (the fast path; ``sample_from_tables(draw_tables(n))`` is the slow,
+        literal one and draws the same distribution):
+
+        - Single-parent graphs (chain, icl, trees): exactly the distribution of
+          ``(tokens, target)`` of the literal sampler. The full table is drawn (by an exact
+          log-space gamma sampler), roots follow its stationary distribution (computed by the
+          subtraction-free GTH elimination), the query is uniform, ``target = pi(. | query)``.
+        - Other graphs (several parents; roots and query uniform): ``tokens`` have exactly the
+          literal sampler's distribution, drawn without the tables by the Polya-urn
+          (Dirichlet-multinomial) predictive of each table row. ``target`` is the posterior mean
+          of the true row given the tokens, ``E[pi(. | s_P(target)) | tokens]``, which is the
+          Bayes estimator ``bayes(tokens, task)``. The loss is linear in the target, so for any
+          model ``f`` the expected loss ``E[-sum_s' y(s') log f(tokens)_s']`` and its expected
+          gradient are unchanged; per batch the loss has less variance. The expected Bayes loss
+          is unchanged too (a batch's Bayes loss is then the mean entropy of the estimator).
+
+        Seeded: the same ``generator`` state and ``n`` give the same batch.
+        """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
-        return self.sample_from_tables(self.draw_tables(n, generator), generator)
+        graph = self.graph
+        if graph.is_single_parent:
+            draw, per_seq = self._sample_single_parent, self.vocab_size**2
+        else:
+            # the urn's per-position work is small: bigger chunks amortise the per-op overhead
+            draw, per_seq = self._sample_urn, max(self.vocab_size ** (k + 1) for k in self._degrees()) // 4
+        chunk = max(1, min(n, _CHUNK_ELEMENTS // max(1, per_seq)))
+        parts = [draw(min(chunk, n - start), generator) for start in range(0, n, chunk)]
+        tokens = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+        target = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+        return Batch(tokens, target, parent_tokens(tokens, graph))
+
+    def _degrees(self) -> list[int]:
+        graph = self.graph
+        return sorted({len(p) for p in graph.parents if p} | {len(graph.target_parents)})
+
+    def _sample_single_parent(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact fast sampler of a single-parent graph: ``(tokens [n, T], target [n, S])``."""
+        graph, S, T = self.graph, self.vocab_size, self.seq_len
+        # Rows of the table, unnormalised, each scaled so that its largest entry is 1 (no underflow
+        # of a whole row, whatever alpha): G[b, r] is proportional to pi_b(. | r).
+        logits = _log_gamma(n * S * S, self.alpha, generator).view(n, S, S)
+        G = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+        cdf = G.cumsum(-1).view(n * S, S)  # unnormalised inverse-CDF tables, row b * S + r
+        base = torch.arange(0, n * S, S)
+        u = torch.rand(n, T, generator=generator)
+        tokens = torch.empty(n, T, dtype=torch.long)
+        query = graph.query_position
+        if query is not None:
+            tokens[:, query] = torch.randint(0, S, (n,), generator=generator)
+        roots = [i for i, ps in enumerate(graph.parents) if not ps and i != query]
+        if query is not None:  # read the target row now: the stationary solve overwrites G
+            target = G.view(n * S, S).index_select(0, base + tokens[:, query])
+        else:
+            kept = G.clone().view(n * S, S)
+        if roots:
+            mu = _stationary_gth(G, cdf[:, -1].view(n, S))  # overwrites G
+            mu_cdf = mu.cumsum(-1)
+            r = torch.tensor(roots)
+            draws = (mu_cdf[:, None, :] < (u[:, r] * mu_cdf[:, -1:])[:, :, None]).sum(-1)
+            tokens[:, r] = draws.clamp_max_(S - 1)
+        for i, ps in enumerate(graph.parents):
+            if ps:
+                rows = cdf.index_select(0, base + tokens[:, ps[0]])  # [n, S]
+                tokens[:, i] = (rows < u[:, i : i + 1] * rows[:, -1:]).sum(-1).clamp_max_(S - 1)
+        if query is None:
+            target = kept.index_select(0, base + tokens[:, graph.target_parents[0]])
+        return tokens, target / target.sum(-1, keepdim=True)
+
+    def _sample_urn(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens by the Polya urn of every table row, target = posterior mean of its row."""
+        graph, S, T, alpha = self.graph, self.vocab_size, self.seq_len, self.alpha
+        counts = {k: torch.zeros(n, S ** (k + 1)) for k in self._degrees()}  # [n, rows * S]
+        tokens = torch.empty(n, T, dtype=torch.long)
+        roots = [i for i, ps in enumerate(graph.parents) if not ps]
+        if roots:
+            tokens[:, roots] = torch.randint(0, S, (n, len(roots)), generator=generator)
+        u = torch.rand(n, T, generator=generator)
+        cols = torch.arange(S)
+        ones = torch.ones(n, 1)
+        for i, ps in enumerate(graph.parents):
+            if not ps:
+                continue
+            table = counts[len(ps)]
+            start = _row_start(tokens, ps, S)  # [n]
+            cdf = table.gather(1, start[:, None] + cols).add_(alpha).cumsum_(-1)
+            s = (cdf < u[:, i : i + 1] * cdf[:, -1:]).sum(-1).clamp_max_(S - 1)
+            tokens[:, i] = s
+            table.scatter_add_(1, (start + s)[:, None], ones)
+        tp = list(graph.target_parents)
+        table = counts[len(tp)]
+        start = _row_start(tokens, tp, S)
+        post = table.gather(1, start[:, None] + cols).add_(alpha)
+        return tokens, post / post.sum(-1, keepdim=True)
 
     def draw_tables(self, n: int, generator: torch.Generator | None = None) -> dict[int, torch.Tensor]:
         """Per-sequence transition tables: ``{k: [n, S^k, S]}`` for every in-degree ``k`` in use.
@@ -151,8 +243,73 @@ def _row_index(parent_tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return idx
 
 
+def _row_start(tokens: torch.Tensor, parents: tuple[int, ...] | list[int], vocab_size: int) -> torch.Tensor:
+    """``S * _row_index(tokens[:, parents])``: the first flat entry of each sequence's table row."""
+    idx = tokens[:, parents[0]]
+    for p in parents[1:]:
+        idx = idx * vocab_size + tokens[:, p]
+    return idx * vocab_size
+
+
 def parent_tokens(tokens: torch.Tensor, graph: CausalGraph) -> torch.Tensor:
     """``[n, T, k_max]`` tokens at each position's parents, ``-1`` where there is none."""
     index = graph.parent_index()  # [T, k]
-    gathered = tokens[:, index.clamp_min(0)]  # [n, T, k]
-    return torch.where(index >= 0, gathered, torch.full_like(gathered, -1))
+    n, T, k = tokens.shape[0], index.shape[0], index.shape[1]
+    gathered = tokens.index_select(1, index.clamp_min(0).view(-1)).view(n, T, k)
+    return gathered.masked_fill_(index < 0, -1)
+
+
+# Elements of the largest per-chunk table the fast sampler builds (chunks stay in cache).
+_CHUNK_ELEMENTS = 2**19
+
+
+def _log_gamma(size: int, alpha: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``size`` i.i.d. draws of ``log Gamma(alpha) + c`` (float32, one common constant ``c``).
+
+    For ``alpha < 1`` without ever forming the gamma variable (which underflows): by Stuart's
+    theorem ``Gamma(alpha) = Gamma(1 + alpha) * U^(1/alpha)``. ``Gamma(1 + alpha)`` is drawn by
+    rejection from the proposal ``(1 + alpha) E``, ``E ~ Exp(1)``: accept when
+    ``log V <= alpha (log E - E + 1)`` (acceptance 95% at alpha = 0.1). Given acceptance,
+    ``V / r(E)`` is again uniform and independent of ``E``, so it serves as the ``U``, and
+    ``log Gamma(alpha) = log(1 + alpha) - 1 + E + log(V) / alpha``; the constant is dropped.
+    Two uniforms per draw; rejected draws are redrawn.
+    """
+    if alpha >= 1.0:
+        conc = torch.full((size,), float(alpha), dtype=torch.float64)
+        return torch._standard_gamma(conc, generator=generator).log_().float()
+    e = torch.rand(size, generator=generator).neg_().log1p_().neg_()  # Exp(1), from 1 - U in (0, 1]
+    log_v = torch.rand(size, generator=generator).neg_().log1p_()  # log V, V uniform on (0, 1]
+    accept = log_v <= (e.log() - e + 1.0).mul_(alpha)
+    out = log_v.div_(alpha).add_(e)
+    todo = (~accept).nonzero().squeeze(1)
+    while todo.numel():
+        m = todo.numel()
+        e = torch.rand(m, generator=generator).neg_().log1p_().neg_()
+        log_v = torch.rand(m, generator=generator).neg_().log1p_()
+        accept = log_v <= (e.log() - e + 1.0).mul_(alpha)
+        out[todo[accept]] = (log_v.div_(alpha).add_(e))[accept]
+        todo = todo[~accept]
+    return out
+
+
+def _stationary_gth(rates: torch.Tensor, row_sums: torch.Tensor) -> torch.Tensor:
+    """Stationary distributions ``[n, S]`` of the chains ``pi = rates / row_sums`` (rows of
+    ``rates`` ``[n, S, S]`` unnormalised), by Grassmann-Taksar-Heyman state elimination: no
+    subtractions, so accurate to a few ulps even for nearly reducible chains. Overwrites ``rates``.
+
+    GTH on the unnormalised rates gives the stationary vector ``nu`` of the continuous-time chain
+    with those rates (diagonal ignored); ``mu`` is proportional to ``nu * row_sums``.
+    """
+    A = rates
+    n, S, _ = A.shape
+    for k in range(S - 1, 0, -1):
+        out = A[:, k, :k].sum(-1).clamp_min_(torch.finfo(A.dtype).tiny)  # [n] rate from k to the rest
+        col = A[:, :k, k] / out[:, None]  # [n, k]
+        A[:, :k, :k].addcmul_(col[:, :, None], A[:, k : k + 1, :k])
+        A[:, :k, k] = col
+    nu = torch.empty(n, S, dtype=A.dtype)
+    nu[:, 0] = 1.0
+    for k in range(1, S):
+        nu[:, k] = (nu[:, :k] * A[:, :k, k]).sum(-1)
+    mu = nu * row_sums
+    return mu / mu.sum(-1, keepdim=True)

@@ -56,13 +56,16 @@ def resume_run(
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise FileNotFoundError(f"out: {run_dir} holds no run to resume (no {CONFIG})")
-    config = load_checkpoint(run_dir / CHECKPOINT)["config"]
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    config = state["config"]
+    if steps is not None and steps < state["step"]:
+        raise ValueError(f"steps: the run in {run_dir} has already done {state['step']} steps; --steps must be at least that")
     if steps is not None and steps != config["recipe"]["steps"]:
         config = {**config, "recipe": {**config["recipe"], "steps": int(steps)}}
         write_json(run_dir / CONFIG, config)
     task, model, recipe = build_from_config(config)
     trainer = Trainer(model, task, recipe, run_dir, config["seed"], callbacks, config, progress)
-    trainer.resume()
+    trainer.resume(state)
     return trainer
 
 

@@ -29,8 +29,19 @@ class Callback(Protocol):
 
 
 def last_position_loss(model, batch: Batch) -> torch.Tensor:
-    """Expected cross-entropy at the last position against the soft target ``[n, S]``."""
-    logits = model(batch.tokens, return_type="logits")[:, -1]
+    """Expected cross-entropy at the last position against the soft target ``[n, S]``.
+
+    A paper model on the hooked backend takes the structured path (``interp_causal.models.
+    structured``): the same function from the same parameters, computed at the last position
+    only and without the dense residual stream. Any other model, or a paper model with hooks
+    attached or altered fixed weights, runs ``model(tokens)``.
+    """
+    from interp_causal.models import structured
+
+    if structured.supports(model):
+        logits = structured.last_logits(model, batch.tokens)
+    else:
+        logits = model(batch.tokens, return_type="logits")[:, -1]
     return -(batch.target * logits.log_softmax(-1)).sum(-1).mean()
 
 
@@ -195,6 +206,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        for group in self.optimizer.param_groups:  # the recipe's schedule may have been extended
+            group["lr"] = group["initial_lr"] * self.recipe.lr_factor(self.step)
         self._loss_sum, self._loss_count = float(state["loss_sum"]), int(state["loss_count"])
         self._pool_rng_state, self._cursor = state["pool_rng"], int(state["cursor"])
         if self._pool_rng_state is not None and self.recipe.pool_size is not None:
@@ -203,11 +216,12 @@ class Trainer:
             self._pool = self.task.sample(self.recipe.pool_size, rng)
         self.data_rng.set_state(state["data_rng"])
 
-    def resume(self) -> None:
-        """Continue from ``run_dir``'s checkpoint; drop any log rows written after it."""
+    def resume(self, state: dict | None = None) -> None:
+        """Continue from ``run_dir``'s checkpoint (or an already loaded ``state``); drop any log
+        rows written after it."""
         if self.run_dir is None:
             raise ValueError("run_dir: resuming needs the run directory that holds the checkpoint")
-        self.load_state_dict(load_checkpoint(self.run_dir / CHECKPOINT))
+        self.load_state_dict(load_checkpoint(self.run_dir / CHECKPOINT) if state is None else state)
         for log in sorted(self.run_dir.glob("*.jsonl")):
             rows = truncate_log(log, self.step)
             if log.name == METRICS:

@@ -1,0 +1,234 @@
+"""A structured training path for the paper's disentangled transformer (PAPER.md §2).
+
+The ``HookedTransformer`` view of the paper model is dense: width ``d_model = 4 (S + T)``, every
+projection a full matmul, about 7 GFLOP per training step at batch 1024 (S = 10, T = 20). The
+function it computes has far less work in it: the input is one-hot, ``W_K``, ``W_V``, ``W_O`` only
+copy blocks, and the loss reads the last position only. This module computes the *same function
+from the same ``Parameter`` tensors*:
+
+- layer 1 at every position: with ``h_i = [onehot(s_i); onehot(i)]`` the score is
+  ``h_i^T A h_j = A[s_i, s_j] + A[s_i, S + j] + A[S + i, s_j] + A[S + i, S + j]``, read off the rows
+  of ``A`` by index (no matmul with the one-hot inputs); each head appends
+  ``softmax(causal(scores)) H`` to the residual stream, i.e. its attention-weighted token
+  histogram and its attention row;
+- middle layers (models deeper than two) densely, at every position;
+- the last layer at the last position only, and the readout ``W`` there only.
+
+``A`` is read as the slice ``blocks[l].attn.W_Q[h, :d_l, :d_l]`` and ``W`` as ``unembed.W_U``, so
+gradients land in the hooked model's own parameters (gradient-mask hooks of the reduced model
+apply as usual), no weights are ever copied or synchronised, and the hooked model stays the
+object that users, probes and checkpoints see.
+
+:func:`supports` says when the path applies: a paper model (``model.paper_layout``) on the hooked
+backend, no hook attached to any hook point, and every fixed weight (embeddings, ``W_K``, ``W_V``,
+``W_O``, biases) still at its layout value (checked once per change of those tensors, through
+their version counters). Otherwise callers use the generic ``model(tokens)``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+_FIXED = ("W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
+_checked: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def supports(model) -> bool:
+    """True when :func:`last_logits` computes exactly ``model(tokens)[:, -1]`` for ``model``."""
+    layout = getattr(model, "paper_layout", None)
+    if layout is None or type(model).__name__ != "HookedTransformer" or not hasattr(model, "unembed"):
+        return False
+    if model._forward_hooks or model._forward_pre_hooks:
+        return False
+    for hook_point in model.hook_dict.values():
+        if hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks:
+            return False
+    return _fixed_weights_ok(model, layout)
+
+
+def _fixed_tensors(model) -> list[torch.Tensor]:
+    tensors = [model.embed.W_E, model.pos_embed.W_pos]
+    for block in model.blocks:
+        tensors += [getattr(block.attn, name) for name in _FIXED]
+    return tensors
+
+
+def _fixed_weights_ok(model, layout) -> bool:
+    """The fixed weights equal the layout's (cached until one of them changes)."""
+    tensors = _fixed_tensors(model)
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    cached = _checked.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ok = _matches_layout(model, layout, tensors)
+    _checked[model] = (key, ok)
+    return ok
+
+
+def _matches_layout(model, layout, tensors) -> bool:
+    from interp_causal.models.paper import paper_weights
+
+    cfg = model.cfg
+    want_cfg = {k: v for k, v in paper_config_for_layout(layout).items() if k in _CFG_KEYS}
+    if any(getattr(cfg, k, None) != v for k, v in want_cfg.items()):
+        return False
+    if getattr(cfg, "attn_scores_soft_cap", -1.0) not in (-1, -1.0, None) or getattr(cfg, "positional_embedding_type") != "standard":
+        return False
+    weights, _ = paper_weights(layout)
+    names = ["embed.W_E", "pos_embed.W_pos"] + [f"blocks.{l}.attn.{k}" for l in range(len(layout.heads)) for k in _FIXED]
+    for name, t in zip(names, tensors):
+        w = weights[name]
+        if t.shape != w.shape or not torch.equal(t.detach().cpu().to(w.dtype), w):
+            return False
+    return True
+
+
+_CFG_KEYS = ("n_layers", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out", "attn_only", "normalization_type", "use_attn_scale")
+
+
+def paper_config_for_layout(layout) -> dict:
+    """The ``HookedTransformerConfig`` keywords a paper model with ``layout`` was built from."""
+    n_heads = max(layout.heads)
+    return dict(
+        n_layers=len(layout.heads), d_model=layout.d_model, d_head=layout.d_head, n_heads=n_heads,
+        n_ctx=layout.seq_len, d_vocab=layout.vocab_size, d_vocab_out=layout.vocab_size, attn_only=True,
+        normalization_type=None, use_attn_scale=False,
+    )  # fmt: skip
+
+
+def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model(tokens)[:, -1]`` ``[batch, S]`` of a paper model, computed structurally (see the
+    module docstring; call :func:`supports` first). Differentiable in ``W_Q`` and ``W_U``."""
+    layout = model.paper_layout
+    tokens = tokens.to(model.unembed.W_U.device)
+    if len(layout.heads) == 2:
+        return _two_layers(model, layout, tokens)
+    return _dense(model, layout, tokens)
+
+
+def _two_layers(model, layout, x: torch.Tensor) -> torch.Tensor:
+    """The paper's two-layer model without ever forming the residual stream at every position.
+
+    Layer 1 (heads ``h``, patterns ``a^h`` ``[B, n, n]``) writes at position ``j`` the block
+    ``[hist^h_j; a^h_j]`` with ``hist^h_j = sum_k a^h_jk onehot(s_k)``. Layer 2 at the query ``q``,
+    head ``g``, with ``v = h_q A_g``, scores ``j`` by ``v_tok[s_j] + v_pos[j] + sum_h a^h_j . c^h``
+    where ``c^h_k = v_hist^h[s_k] + v_a^h[k]``; its output ``p H`` is
+    ``[scatter(p); p; scatter(p a^h); p a^h ...]`` (``scatter`` sums weights per token).
+    """
+    S, T, d0 = layout.vocab_size, layout.seq_len, layout.d0
+    m0, m1 = layout.heads
+    w1 = layout.widths[1]
+    B, n = x.shape
+    W_Q0, W_Q1 = model.blocks[0].attn.W_Q, model.blocks[1].attn.W_Q
+
+    # ---- layer 1: scores[h, b, i, j] = h_i^T A_h h_j = Q_h[(s_i, i), (s_j, j)], one lookup in the
+    # table Q_h[x, i, y, j] = A[x, y] + A[x, S + j] + A[S + i, y] + A[S + i, S + j] (+ causal mask)
+    A0 = W_Q0[:m0, :d0, :d0]  # [m0, d0, d0]
+    A_tt, A_tp, A_pt = A0[:, :S, :S], A0[:, :S, S : S + n], A0[:, S : S + n, :S]
+    A_pp = A0[:, S : S + n, S : S + n] + _causal_mask(n, x.device)
+    Q = A_tt[:, :, None, :, None] + A_tp[:, :, None, None, :] + A_pt[:, None, :, :, None] + A_pp[:, None, :, None, :]
+    Q = Q.reshape(m0, -1)
+    pairs = _pair_index(x, S)  # [B, n, n]
+    a = Q.index_select(1, pairs.view(-1)).view(m0, B, n, n).softmax(-1).unbind(0)  # per head [B, n, n]
+    # the query's row again, on its own: reading it out of ``a`` would cost a dense zero-filled
+    # gradient of ``a`` in the backward pass
+    a_query = Q.index_select(1, pairs[:, -1].reshape(-1)).view(m0, B, n).softmax(-1).unbind(0)
+
+    # ---- the residual stream at the query, h_q = [onehot(s_q); e_q; hist^h_q; a^h_q ...]  [B, w1]
+    pad = (0, T - n)
+    parts = [_position(x[:, -1], S, B, x.device), _position(n - 1, T, B, x.device)]
+    for aq in a_query:  # [B, n]
+        parts += [_scatter(aq, x, S), _pad(aq, pad)]
+    hq = torch.cat(parts, dim=-1)
+
+    # ---- layer 2 at the query: v = h_q A_g  [B, m1, w1]
+    A1 = W_Q1[:m1, :w1, :w1]
+    v = (hq @ A1.transpose(0, 1).reshape(w1, m1 * w1)).view(B, m1, w1)
+    outs = [hq]
+    for g in range(m1):
+        vg = v[:, g]
+        score = vg[:, :S].gather(1, x) + vg[:, S : S + n]  # [B, n]
+        for h in range(m0):
+            off = d0 * (1 + h)
+            c = vg[:, off : off + S].gather(1, x) + vg[:, off + S : off + S + n]  # [B, n]
+            score = score + (a[h] * c[:, None, :]).sum(-1)
+        p = score.softmax(-1)  # [B, n]: the query's attention
+        outs += [_scatter(p, x, S), _pad(p, pad)]
+        for h in range(m0):
+            r = (p[:, :, None] * a[h]).sum(1)  # [B, n]: p a^h
+            outs += [_scatter(r, x, S), _pad(r, pad)]
+    final = torch.cat(outs, dim=-1)  # [B, w1 (1 + m1)] = [B, d_model]
+    return torch.addmm(model.unembed.b_U, final, model.unembed.W_U)
+
+
+def _scatter(weights: torch.Tensor, x: torch.Tensor, S: int) -> torch.Tensor:
+    """``[B, S]``: the weights ``[B, n]`` summed per token ``x`` ``[B, n]``."""
+    return torch.zeros(x.shape[0], S, device=x.device, dtype=weights.dtype).scatter_add(1, x, weights)
+
+
+def _pad(t: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    return t if pad[1] == 0 else torch.nn.functional.pad(t, pad)
+
+
+def _position(i: int | torch.Tensor, T: int, B: int, device) -> torch.Tensor:
+    """``[B, T]`` one-hot rows at ``i`` (an int, or one index per row)."""
+    e = torch.zeros(B, T, device=device)
+    if isinstance(i, torch.Tensor):
+        return e.scatter_(1, i[:, None], 1.0)
+    e[:, i] = 1.0
+    return e
+
+
+def _pair_index(x: torch.Tensor, S: int) -> torch.Tensor:
+    """Flat index ``((s_i n + i) S + s_j) n + j`` ``[B, n, n]`` of the pairs ``(i, j)`` in ``Q``."""
+    B, n = x.shape
+    pos = torch.arange(n, device=x.device)
+    col = x * n + pos  # [B, n]
+    return col[:, :, None] * (S * n) + col[:, None, :]
+
+
+_MASKS: dict = {}
+
+
+def _causal_mask(n: int, device) -> torch.Tensor:
+    """``[n, n]`` additive mask: ``-inf`` where the key comes after the query, else 0."""
+    key = (n, str(device))
+    if key not in _MASKS:
+        upper = torch.ones(n, n, dtype=torch.bool, device=device).triu_(1)
+        _MASKS[key] = torch.zeros(n, n, device=device).masked_fill_(upper, float("-inf"))
+    return _MASKS[key]
+
+
+def _dense(model, layout, tokens: torch.Tensor) -> torch.Tensor:
+    """Any depth: the residual stream written densely at every position for all layers but the
+    last, which runs at the last position only."""
+    S, T, heads = layout.vocab_size, layout.seq_len, layout.heads
+    B, n = tokens.shape
+    mask = _causal_mask(n, tokens.device)
+    H = _embed(tokens, S, T, tokens.device)  # [B, n, d0]
+    for layer in range(len(heads) - 1):
+        w, m = layout.widths[layer], heads[layer]
+        A = model.blocks[layer].attn.W_Q[:m, :w, :w]
+        scores = torch.einsum("biw,mwv,bjv->bmij", H, A, H) + mask
+        out = scores.softmax(-1) @ H[:, None]  # [B, m, n, w]
+        H = torch.cat([H, *out.unbind(1)], dim=-1)
+    last = len(heads) - 1
+    w, m = layout.widths[last], heads[last]
+    A = model.blocks[last].attn.W_Q[:m, :w, :w]
+    hq = H[:, -1]  # [B, w]
+    v = torch.einsum("bw,mwv->bmv", hq, A)  # [B, m, w]
+    p = torch.einsum("bmw,bjw->bmj", v, H).softmax(-1)  # [B, m, n]: the query's attention
+    out = torch.einsum("bmj,bjw->bmw", p, H)
+    final = torch.cat([hq, out.reshape(B, m * w)], dim=-1)  # [B, d_model]
+    return torch.addmm(model.unembed.b_U, final, model.unembed.W_U)
+
+
+def _embed(tokens: torch.Tensor, S: int, T: int, device) -> torch.Tensor:
+    """The residual stream after the embeddings, ``[B, n, S + T]``: ``[onehot(s_i); onehot(i)]``."""
+    B, n = tokens.shape
+    H = torch.zeros(B, n, S + T, device=device)
+    H.scatter_(2, tokens[:, :, None], 1.0)
+    H[:, :, S : S + n] += torch.eye(n, device=device)
+    return H

@@ -1,0 +1,85 @@
+"""Probing training runs: the task-aware glue around ``probes``, which knows nothing of tasks.
+
+``default_callback`` probes a run while it trains (``probes.jsonl``); ``probe_run`` probes a
+saved checkpoint with the full suite, scikit-learn's linear copying probe included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from interp_causal.tasks import Batch, InContextTask, bayes
+
+PROBE_SEED_OFFSET = 2_000_003  # the probe batch never shares a stream with training or test data
+PROBE_EVERY = 50
+PROBE_BATCH = 256
+
+
+def probe_batch(task: InContextTask, n: int, seed: int) -> Batch:
+    """A fixed batch for probing, seeded apart from the training and test streams."""
+    return task.sample(n, torch.Generator().manual_seed(seed + PROBE_SEED_OFFSET))
+
+
+def default_callback(trainer, every: int = PROBE_EVERY, batch_size: int = PROBE_BATCH):
+    """The default suite (parent attention, graph-aware induction, ridge copying probe) every
+    ``every`` steps on a fixed batch, written to ``run_dir/probes.jsonl``."""
+    from probes import ProbeCallback, default_suite
+    from probes import every as every_n
+
+    task = trainer.task
+    batch = probe_batch(task, batch_size, trainer.seed)
+    suite = default_suite(task.graph.parent_lists(), list(task.graph.target_parents))
+    return ProbeCallback(suite, batch.tokens, schedule=every_n(every))
+
+
+def mechanisms(run_dir: str | Path) -> dict | None:
+    """``probes.summarize`` of a run's ``probes.jsonl`` (None when the run was not probed)."""
+    from probes import summarize
+
+    path = Path(run_dir) / "probes.jsonl"
+    return summarize(path) if path.is_file() else None
+
+
+def mechanism_lines(summary: dict | None) -> list[str]:
+    """Human lines naming the parent-attention head, the copying layer and the induction head."""
+    if not summary:
+        return []
+    labels = {"parent_attention": "parent attention", "copying": "parent copying", "induction": "induction head"}
+    lines = []
+    for key, label in labels.items():
+        for name, m in sorted(summary.items()):
+            if not (name == key or name.startswith(key + "_parent")) or not m:
+                continue
+            where = f"layer {m['layer']}" + (f" head {m['head']}" if m.get("head") is not None else "")
+            slot = name[len(key) :].replace("_", " ").strip()
+            formed = m.get("threshold_step")
+            lines.append(
+                f"{label + (' ' + slot if slot else ''):<16}{where}: {m['metric']} {m['value']:.3f}; "
+                f"formed at step {formed if formed is not None else 'never'} "
+                f"(threshold {m['threshold']}), steepest rise at step {m['steepest_step']}"
+            )
+    return lines
+
+
+def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict:
+    """Probe a saved run's checkpoint: attention, induction, logistic and ridge copying probes,
+    KL to the Bayes estimator. Writes ``probe_summary.json`` beside the checkpoint."""
+    from probes import BehaviourProbe, LinearCopyingProbe, ProbeSuite, default_suite, summarize
+
+    from interp_causal.training import load_run
+    from interp_causal.training.checkpoint import write_json
+
+    task, model, _, state = load_run(run_dir)
+    batch = probe_batch(task, batch_size, seed)
+    parents = task.graph.parent_lists()
+    suite = ProbeSuite(
+        default_suite(parents, list(task.graph.target_parents)).probes
+        + [LinearCopyingProbe(parents, solver="logistic"), BehaviourProbe(alpha=task.alpha)]
+    )
+    result = suite.run(model, batch.tokens, reference=bayes(batch.tokens, task))
+    summary = summarize(result)
+    out = {"step": int(state["step"]), "mechanisms": summary, "records": [r for r in result.to_dicts()]}
+    write_json(Path(run_dir) / "probe_summary.json", out)
+    return out

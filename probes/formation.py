@@ -1,0 +1,103 @@
+"""When did a mechanism form? Step series of a score, and a summary of a run's probe records.
+
+``formation_steps`` takes a score's series over training steps and returns the first step at
+which it reaches a threshold and the step ending the steepest rise between consecutive probes
+(rise per step, so unevenly spaced probes are compared fairly). ``summarize`` picks, at the last
+probed step, the parent-attention head, the copying layer and the induction head, and reports
+their formation steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Union
+
+from probes.records import ProbeResult, RecordLike, as_dicts, read_jsonl
+
+DEFAULT_THRESHOLDS = {"parent_attention": 0.5, "copying": 0.5, "induction": 0.5}
+
+# summary key -> (probe, metric) sources in order of preference; "{slot}" is "" or "_parent{r}".
+_MECHANISMS = {
+    "parent_attention": [("parent_attention", "mass{slot}"), ("previous_token", "mass{slot}")],
+    "copying": [("linear_copying", "selectivity{slot}"), ("linear_copying_ridge", "selectivity{slot}")],
+    "induction": [("graph_induction", "mass{slot}"), ("induction", "prefix_matching{slot}")],
+}
+
+
+def formation_steps(
+    steps: Sequence[int], values: Sequence[float], threshold: float, increasing: bool = True
+) -> dict[str, int | None]:
+    """``{"threshold_step", "steepest_step"}`` of a score series (None when it never happens).
+
+    threshold_step: the first step whose value is ``>= threshold`` (``<=`` when ``increasing`` is
+    False, for scores that fall as the mechanism forms, such as a KL). steepest_step: the later
+    step of the consecutive pair with the largest rise per step (fall, when decreasing); None if
+    the score never rises. NaN values are dropped; steps are sorted first.
+    """
+    if len(steps) != len(values):
+        raise ValueError(f"steps, values: expected the same length, got {len(steps)} and {len(values)}")
+    pairs = sorted((int(s), float(v)) for s, v in zip(steps, values) if v is not None and not math.isnan(float(v)))
+    sign = 1.0 if increasing else -1.0
+    threshold_step = next((s for s, v in pairs if sign * (v - threshold) >= 0), None)
+    best_rate, steepest_step = 0.0, None
+    for (s0, v0), (s1, v1) in zip(pairs, pairs[1:]):
+        if s1 > s0:
+            rate = sign * (v1 - v0) / (s1 - s0)
+            if rate > best_rate:
+                best_rate, steepest_step = rate, s1
+    return {"threshold_step": threshold_step, "steepest_step": steepest_step}
+
+
+RecordsInput = Union[ProbeResult, Iterable[RecordLike], str, "os.PathLike[str]"]
+
+
+def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The mechanisms of a run from its probe records (a ProbeResult, records or rows, or a ``probes.jsonl`` path).
+
+    Returns ``{"final_step", "parent_attention", "copying", "induction"}``; each mechanism is
+    ``{"probe", "metric", "layer", "head", "value", "threshold", "threshold_step", "steepest_step"}``
+    for the best head at the last probed step (for copying, a per-layer score that stays in the
+    residual stream once written: the first layer reaching the threshold, else the best layer),
+    or None when no record measures it. With several parents per position,
+    ``parent_attention_parent0``, ... (and likewise for the others) name the best head per parent
+    slot. Rows without a ``step`` field count as one snapshot (formation steps are then None).
+    """
+    rows = read_jsonl(records) if isinstance(records, (str, os.PathLike)) else as_dicts(records)
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    steps = [r.get("step") for r in rows if r.get("step") is not None]
+    final = max(steps) if steps else None
+    summary: dict[str, Any] = {"final_step": final}
+    for key, sources in _MECHANISMS.items():
+        summary[key] = None
+        for probe, metric in sources:
+            names = {r["metric"] for r in rows if r["probe"] == probe}
+            slots = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(metric.format(slot=r"_parent(\d+)"), n)))
+            if metric.format(slot="") not in names and not slots:
+                continue
+            summary[key] = _mechanism(rows, probe, metric.format(slot=""), final, limits[key])
+            for r in slots:
+                summary[f"{key}_parent{r}"] = _mechanism(rows, probe, metric.format(slot=f"_parent{r}"), final, limits[key])
+            break
+    return summary
+
+
+def _mechanism(rows: list[dict], probe: str, metric: str, final: int | None, threshold: float) -> dict[str, Any] | None:
+    mine = [r for r in rows if r["probe"] == probe and r["metric"] == metric and r["value"] is not None
+            and not math.isnan(r["value"])]
+    last = [r for r in mine if r.get("step") == final]
+    if not last:
+        return None
+    best = max(last, key=lambda r: r["value"])
+    if best["head"] is None:
+        # A layer-level score (copying) persists in the residual stream after the layer that
+        # wrote it; the layer that copies is the first to reach the threshold.
+        reached = sorted((r for r in last if r["value"] >= threshold), key=lambda r: r["layer"])
+        best = reached[0] if reached else best
+    series = sorted((r["step"], r["value"]) for r in mine
+                    if r["layer"] == best["layer"] and r["head"] == best["head"] and r.get("step") is not None)
+    formed = formation_steps([s for s, _ in series], [v for _, v in series], threshold)
+    return {"probe": probe, "metric": metric, "layer": best["layer"], "head": best["head"], "value": best["value"],
+            "threshold": threshold, **formed}

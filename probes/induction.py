@@ -1,0 +1,171 @@
+"""Induction: the classic token-pattern scores and the graph-aware score of the in-context causal task.
+
+Classic (Olsson et al. 2022; TransformerLens ``head_detector``): on any batch, how much a head
+attends from position ``i`` to the token *after* an earlier occurrence of ``s_i`` (prefix
+matching), or to the earlier occurrence itself (duplicate token); on repeated random tokens, to
+``i - period + 1`` (the induction stripe).
+
+Graph-aware (Nichani et al. 2024): from the query (last position), the attention mass on the
+positions ``j`` whose parent token equals the query token, ``s_{p(j)} = s_{T-1}``. With several
+parents the query side is a list of positions ``query_parents`` (for the multi-parent task, the
+target's parents ``[(T-1)//2, T-1]``); a position ``j`` matches when it has exactly that many
+parents and ``s_{P(j)[r]} = s_{query_parents[r]}`` for every slot ``r``: the set the Bayes estimator
+counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from probes.attention import pattern_score
+from probes.base import Batch, Probe, pattern_site
+from probes.graph import check_parents
+from probes.records import Record
+from probes.sites import ModelDims
+
+
+def duplicate_token_pattern(tokens: torch.Tensor) -> torch.Tensor:
+    """``[batch, T, T]``: 1 where ``j < i`` and ``s_j = s_i`` (TransformerLens's duplicate-token pattern)."""
+    eq = tokens[:, :, None] == tokens[:, None, :]
+    return (eq & _strictly_lower(tokens.shape[1], tokens.device)).float()
+
+
+def induction_pattern(tokens: torch.Tensor) -> torch.Tensor:
+    """``[batch, T, T]``: 1 where ``1 <= j <= i`` and ``s_{j-1} = s_i`` (TransformerLens's induction pattern)."""
+    T = tokens.shape[1]
+    out = torch.zeros(tokens.shape[0], T, T, device=tokens.device)
+    out[:, :, 1:] = (tokens[:, :, None] == tokens[:, None, :-1]).float()
+    return out * torch.ones(T, T, device=tokens.device).tril()
+
+
+def repeated_random_tokens(
+    batch: int, period: int, vocab_size: int, generator: torch.Generator | None = None, bos: int | None = None
+) -> torch.Tensor:
+    """``[batch, 2 * period (+1)]``: random tokens repeated once, optionally after a ``bos`` token."""
+    first = torch.randint(0, vocab_size, (batch, period), generator=generator)
+    parts = [first, first]
+    if bos is not None:
+        parts.insert(0, torch.full((batch, 1), bos, dtype=torch.long))
+    return torch.cat(parts, dim=1)
+
+
+def _strictly_lower(T: int, device: torch.device | None = None) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)
+
+
+class InductionProbe(Probe):
+    """Classic induction-related scores per layer and head.
+
+    Metrics: ``prefix_matching`` and ``duplicate_token``, the TransformerLens ``detect_head``
+    "mul" scores of ``induction_pattern`` / ``duplicate_token_pattern`` (they equal
+    ``detect_head(..., "induction_head")`` / ``"duplicate_token_head"``); with ``period`` set, for
+    batches whose last ``period`` positions repeat the ``period`` before them
+    (:func:`repeated_random_tokens`), ``repeat``: the mean attention from each position ``i`` of
+    the repeat to ``i - period + 1``.
+    """
+
+    name = "induction"
+
+    def __init__(
+        self,
+        period: int | None = None,
+        layers: Sequence[int] | None = None,
+        exclude_bos: bool = False,
+        exclude_current_token: bool = False,
+    ):
+        super().__init__(layers)
+        if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 1):
+            raise ValueError(f"period: expected None or an int >= 1, got {period!r}")
+        self.period = period
+        self.exclude_bos = exclude_bos
+        self.exclude_current_token = exclude_current_token
+
+    def sites(self, dims: ModelDims) -> list[str]:
+        return [pattern_site(l) for l in self.layer_list(dims)]
+
+    def check(self, batch: Batch) -> None:
+        if self.period is not None:
+            T = batch.seq_len
+            if 2 * self.period > T:
+                raise ValueError(f"period: {self.period} is more than half the sequence length {T}")
+            tail = batch.tokens[:, T - self.period :]
+            if not torch.equal(tail, batch.tokens[:, T - 2 * self.period : T - self.period]):
+                raise ValueError(f"tokens: with period={self.period} the last {self.period} positions must repeat the ones before them")
+
+    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+        tokens = batch.tokens
+        kw = dict(exclude_bos=self.exclude_bos, exclude_current_token=self.exclude_current_token)
+        prefix = induction_pattern(tokens)
+        dup = duplicate_token_pattern(tokens)
+        out: list[Record] = []
+        for l in self.layer_list(batch.dims):
+            p = acts[pattern_site(l)].float()
+            scores = {"prefix_matching": pattern_score(p, prefix, **kw), "duplicate_token": pattern_score(p, dup, **kw)}
+            if self.period is not None:
+                T = p.shape[-1]
+                i = torch.arange(T - self.period, T, device=p.device)
+                scores["repeat"] = p[:, :, i, i - self.period + 1].mean((0, -1))
+            for metric, v in scores.items():
+                out += [Record(self.name, l, h, metric, float(v[h])) for h in range(p.shape[1])]
+        return out
+
+
+def graph_match_mask(
+    tokens: torch.Tensor, parents: Sequence[Sequence[int]], query_parents: Sequence[int]
+) -> torch.Tensor:
+    """``[batch, T]`` bool: positions ``j`` with ``len(P(j)) = len(query_parents)`` and
+    ``s_{P(j)[r]} = s_{query_parents[r]}`` for every slot ``r``."""
+    k = len(query_parents)
+    keys = [j for j, ps in enumerate(parents) if len(ps) == k and k > 0]
+    mask = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+    if keys:
+        key_parents = torch.tensor([parents[j] for j in keys], device=tokens.device)  # [n_keys, k]
+        want = tokens[:, list(query_parents)]  # [batch, k]
+        mask[:, keys] = (tokens[:, key_parents] == want[:, None, :]).all(-1)
+    return mask
+
+
+class GraphInductionProbe(Probe):
+    """Graph-aware induction: attention mass from the last position onto positions whose parent
+    tokens match the query (see the module docstring), per layer and head.
+
+    parents: the task's parent list (as long as the sequences). query_parents: positions whose
+    tokens the query stands for; default ``[T-1]``, the query token itself. Metric ``mass``,
+    averaged over the sequences that have at least one matching position (their count in
+    ``extra["n_sequences"]``; NaN if none).
+    """
+
+    name = "graph_induction"
+
+    def __init__(
+        self,
+        parents: Sequence[Sequence[int]],
+        query_parents: Sequence[int] | None = None,
+        layers: Sequence[int] | None = None,
+    ):
+        super().__init__(layers)
+        self.parents = check_parents(parents)
+        T = len(self.parents)
+        qp = [T - 1] if query_parents is None else list(query_parents)
+        if not qp or any(isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < T for p in qp):
+            raise ValueError(f"query_parents: expected a non-empty list of positions in [0, {T}), got {query_parents!r}")
+        self.query_parents = qp
+
+    def sites(self, dims: ModelDims) -> list[str]:
+        return [pattern_site(l) for l in self.layer_list(dims)]
+
+    def check(self, batch: Batch) -> None:
+        check_parents(self.parents, batch.seq_len, name=f"{self.name}: parents")
+
+    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+        mask = graph_match_mask(batch.tokens, self.parents, self.query_parents).float()
+        used = mask.sum(-1) > 0
+        n = int(used.sum())
+        out: list[Record] = []
+        for l in self.layer_list(batch.dims):
+            p = acts[pattern_site(l)].float()[:, :, -1, :]  # [batch, head, k]: the query's row
+            mass = (p * mask.to(p.device)[:, None, :]).sum(-1)[used].mean(0) if n else torch.full((p.shape[1],), float("nan"))
+            out += [Record(self.name, l, h, "mass", float(mass[h]), {"n_sequences": n}) for h in range(p.shape[1])]
+        return out
