@@ -28,16 +28,17 @@ test: test-main test-tl4
 test-main: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
-# Probes, the bridge backend and one short training under TransformerLens 4.
+# The whole suite again under TransformerLens 4: probes, the bridge backend, training. Tests that
+# need HookedTransformer (removed in 4) are skipped there by their `needs_hooked` marker.
 test-tl4: $(VENV_TL4)/.installed
-	$(VENV_TL4)/bin/python -m pytest -q -m tl4
+	$(VENV_TL4)/bin/python -m pytest -q
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
 
 # The paper's experiments at full size (slow; see README).
 reproduce-tests: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -m slow
+	$(VENV)/bin/python -m pytest -q -m slow || [ $$? -eq 5 ]  # 5: no slow test collected yet
 
 clean:
 	rm -rf $(VENV) $(VENV_TL4) runs

@@ -84,10 +84,14 @@ class LinearCopyingProbe(Probe):
             labels = tokens[:, [self.parents[i][slot] for i in pos]].cpu()  # [batch, n_pos]
             control = labels.flatten()[torch.randperm(labels.numel(), generator=gen)].view_as(labels)
             for l in self.layer_list(batch.dims):
-                x = acts[resid_post_site(l)][:, pos].detach().double().cpu()  # [batch, n_pos, d]
+                # float64 for scikit-learn; the ridge solve is well conditioned in float32
+                dtype = torch.float32 if self.solver == "ridge" else torch.float64
+                x = acts[resid_post_site(l)][:, pos].detach().to("cpu", dtype)  # [batch, n_pos, d]
                 xs = (x[train_seq].flatten(0, 1), x[test_seq].flatten(0, 1))
-                acc = self._fit_score(*xs, labels[train_seq].flatten(), labels[test_seq].flatten())
-                ctrl = self._fit_score(*xs, control[train_seq].flatten(), control[test_seq].flatten())
+                acc, ctrl = self._fit_scores(*xs, [
+                    (labels[train_seq].flatten(), labels[test_seq].flatten()),
+                    (control[train_seq].flatten(), control[test_seq].flatten()),
+                ])
                 extra = {"n_train": int(xs[0].shape[0]), "n_test": int(xs[1].shape[0])}
                 out += [
                     Record(self.name, l, None, "accuracy" + suffix, acc, extra),
@@ -96,30 +100,51 @@ class LinearCopyingProbe(Probe):
                 ]
         return out
 
-    def _fit_score(self, x_train: torch.Tensor, x_test: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor) -> float:
-        """Held-out accuracy of the classifier fitted on ``(x_train, y_train)``; x ``[n, d]``, y ``[n]``."""
-        mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    def _fit_scores(
+        self, x_train: torch.Tensor, x_test: torch.Tensor, label_sets: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[float]:
+        """Held-out accuracy of a classifier fitted on ``(x_train, y_train)`` for each ``(y_train, y_test)``
+        of ``label_sets``; x ``[n, d]``, y ``[n]``. Features are standardised with training statistics;
+        features constant on the training rows carry nothing and are dropped."""
+        mean, std = x_train.mean(0), x_train.std(0)
+        keep = std > 1e-6
+        if not keep.any():
+            keep[0] = True  # a constant input: every classifier predicts one class
+        mean, std = mean[keep], std[keep]
+        x_train, x_test = (x_train[:, keep] - mean) / std, (x_test[:, keep] - mean) / std
         if self.solver == "ridge":
-            n_classes = int(max(y_train.max(), y_test.max())) + 1
-            a = torch.cat([x_train, torch.ones(len(x_train), 1, dtype=x_train.dtype)], 1)
-            y = torch.nn.functional.one_hot(y_train, n_classes).to(a.dtype)
-            reg = self.ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
-            reg[-1, -1] = 0  # the intercept is not shrunk
-            w = torch.linalg.solve(a.T @ a + reg, a.T @ y)
-            pred = (torch.cat([x_test, torch.ones(len(x_test), 1, dtype=x_test.dtype)], 1) @ w).argmax(-1)
-            return float((pred == y_test).double().mean())
+            return self._ridge_scores(x_train, x_test, label_sets)
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
         from threadpoolctl import threadpool_limits
 
+        scores = []
         # One BLAS/OpenMP thread: these fits are small, and on a busy machine spinning threads
         # made each one ~50x slower (1 s instead of 20 ms on 2 shared cores).
         with warnings.catch_warnings(), threadpool_limits(1):
             # A probe that stops at max_iter still reports its held-out accuracy honestly.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(x_train.numpy(), y_train.numpy())
-        return float(clf.score(x_test.numpy(), y_test.numpy()))
+            for y_train, y_test in label_sets:
+                clf = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(x_train.numpy(), y_train.numpy())
+                scores.append(float(clf.score(x_test.numpy(), y_test.numpy())))
+        return scores
+
+    def _ridge_scores(
+        self, x_train: torch.Tensor, x_test: torch.Tensor, label_sets: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> list[float]:
+        """Closed-form ridge regression onto one-hot labels, argmax decoding: one Gram matrix and one
+        solve serve every label set (their one-hot targets side by side)."""
+        n_classes = int(max(max(int(a.max()), int(b.max())) for a, b in label_sets)) + 1
+        a = torch.cat([x_train, torch.ones(len(x_train), 1, dtype=x_train.dtype)], 1)
+        y = torch.cat([torch.nn.functional.one_hot(y_tr, n_classes) for y_tr, _ in label_sets], 1).to(a.dtype)
+        reg = self.ridge * len(a) * torch.eye(a.shape[1], dtype=a.dtype)
+        reg[-1, -1] = 0  # the intercept is not shrunk
+        w = torch.linalg.solve(a.T @ a + reg, a.T @ y)  # [d + 1, sets * classes]
+        scores = torch.cat([x_test, torch.ones(len(x_test), 1, dtype=x_test.dtype)], 1) @ w
+        return [
+            float((scores[:, i * n_classes : (i + 1) * n_classes].argmax(-1) == y_te).double().mean())
+            for i, (_, y_te) in enumerate(label_sets)
+        ]
 
 
 WeightsFn = Callable[[nn.Module], Mapping[str, torch.Tensor]]

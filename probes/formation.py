@@ -23,7 +23,8 @@ DEFAULT_THRESHOLDS = {"parent_attention": 0.5, "copying": 0.5, "induction": 0.5}
 _MECHANISMS = {
     "parent_attention": [("parent_attention", "mass{slot}"), ("previous_token", "mass{slot}")],
     "copying": [("linear_copying", "selectivity{slot}"), ("linear_copying_ridge", "selectivity{slot}")],
-    "induction": [("graph_induction", "mass{slot}"), ("induction", "prefix_matching{slot}")],
+    "induction": [("graph_induction", "context_mass{slot}"), ("graph_induction", "mass{slot}"),
+                  ("induction", "prefix_matching{slot}")],
 }
 
 

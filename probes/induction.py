@@ -132,9 +132,20 @@ class GraphInductionProbe(Probe):
     tokens match the query (see the module docstring), per layer and head.
 
     parents: the task's parent list (as long as the sequences). query_parents: positions whose
-    tokens the query stands for; default ``[T-1]``, the query token itself. Metric ``mass``,
-    averaged over the sequences that have at least one matching position (their count in
-    ``extra["n_sequences"]``; NaN if none).
+    tokens the query stands for; default ``[T-1]``, the query token itself. Metrics, averaged over
+    the sequences that have at least one matching position (their count in
+    ``extra["n_sequences"]``; NaN if none):
+
+    - ``mass``: the query's attention on the matching positions;
+    - ``self_mass``: the query's attention on itself;
+    - ``context_mass``: the share of the attention it spends on the context (every position but
+      its own) that lands on matching positions: ``mass / (1 - self_mass)`` when the query is no
+      match itself.
+
+    Why the last two: a trained model of the paper's task spends attention on the query itself as
+    the Bayes estimator's pseudo-count. Its mass on ``N`` matches is then about
+    ``N / (N + S alpha)`` (the estimator's weight on the counts), so ``mass`` stays well below 1 in
+    a model that has learned the mechanism exactly, while ``context_mass`` approaches 1.
     """
 
     name = "graph_induction"
@@ -166,6 +177,15 @@ class GraphInductionProbe(Probe):
         out: list[Record] = []
         for l in self.layer_list(batch.dims):
             p = acts[pattern_site(l)].float()[:, :, -1, :]  # [batch, head, k]: the query's row
-            mass = (p * mask.to(p.device)[:, None, :]).sum(-1)[used].mean(0) if n else torch.full((p.shape[1],), float("nan"))
-            out += [Record(self.name, l, h, "mass", float(mass[h]), {"n_sequences": n}) for h in range(p.shape[1])]
+            on_keys = p * mask.to(p.device)[:, None, :]  # [batch, head, k]
+            on_self = p[..., -1]
+            metrics = {
+                "mass": on_keys.sum(-1),
+                "self_mass": on_self,
+                # the query's own position, a match only in graphs without a query, is not context
+                "context_mass": on_keys[..., :-1].sum(-1) / (1.0 - on_self).clamp_min(1e-12),
+            }
+            for metric, v in metrics.items():
+                mean = v[used].mean(0) if n else torch.full((p.shape[1],), float("nan"))
+                out += [Record(self.name, l, h, metric, float(mean[h]), {"n_sequences": n}) for h in range(p.shape[1])]
         return out

@@ -174,8 +174,48 @@ OPTIMIZERS = {
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
-    out = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """The state in HookedTransformer names and layouts, whichever backend built ``model``.
+
+    A TransformerBridge stores ``nn.Linear`` layouts (``blocks.L.attn.q.weight [(head d_head), d_model]``,
+    ``o.weight [d_model, (head d_head)]``, ``unembed.weight [vocab, d_model]``); they are turned back
+    here, written out independently of the adapter under test.
+    """
+    import einops
+
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if "unembed.W_U" in sd:
+        return sd
+    h = model.cfg.n_heads
+    top = {"embed.weight": "embed.W_E", "pos_embed.weight": "pos_embed.W_pos", "unembed.bias": "unembed.b_U"}
+    out = {}
+    for k, v in sd.items():
+        if k in top:
+            out[top[k]] = v
+        elif k == "unembed.weight":
+            out["unembed.W_U"] = v.T
+        else:
+            prefix, proj, kind = k.rsplit(".", 2)  # blocks.L.attn, q|k|v|o, weight|bias
+            name = f"{prefix}.{'W' if kind == 'weight' else 'b'}_{proj.upper()}"
+            if proj == "o":
+                out[name] = einops.rearrange(v, "m (h d) -> h d m", h=h) if kind == "weight" else v
+            else:
+                out[name] = einops.rearrange(v, "(h d) m -> h m d", h=h) if kind == "weight" else v.view(h, -1)
     return out
+
+
+def trainable_names(model) -> set[str]:
+    """Hooked names of the parameters that require gradients (the bridge's own names mapped back)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    if any(n.startswith("layers.") or n.startswith("head.") for n in names):
+        mapped = set()
+        for n in names:
+            if n.startswith("head."):
+                mapped.add("unembed.W_U")
+            else:
+                layer, proj = n.split(".")[1], n.split("._original_component.")[-2].rsplit(".", 1)[-1]
+                mapped.add(f"blocks.{layer}.attn.W_{proj.upper()}")
+        return mapped
+    return names
 
 
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
@@ -184,8 +224,7 @@ def test_only_A_and_W_train(opt, heads, init, graph):
     S, T = 4, 8
     task = InContextTask(CausalGraph.by_name(graph, T), vocab_size=S)
     model = paper_model(task, heads=heads, init=init, init_scale=1e-2)
-    names = {n for n, _ in model.named_parameters()}
-    assert {"unembed.W_U", "blocks.0.attn.W_Q", "blocks.1.attn.W_Q"} <= names
+    assert trainable_names(model) == {"unembed.W_U", "blocks.0.attn.W_Q", "blocks.1.attn.W_Q"}
     before = snapshot(model)
     train_steps(model, task, OPTIMIZERS[opt])
     after = snapshot(model)

@@ -62,17 +62,23 @@ def test_graph_induction_single_and_multi_parent_by_loops():
     for name, (parents, query_parents) in cases.items():
         probe = GraphInductionProbe(parents, query_parents)
         batch = Batch(tokens, {}, ModelDims(1, 2))
-        got = {r.head: r for r in probe.compute({"blocks.0.attn.hook_pattern": pattern}, batch)}
+        records = probe.compute({"blocks.0.attn.hook_pattern": pattern}, batch)
+        got = {(r.head, r.metric): r for r in records}
         qp = [t - 1] if query_parents is None else query_parents
         for h in range(2):
-            masses = []
+            masses, selfs, shares = [], [], []
             for b in range(6):
                 want = [tokens[b, p] for p in qp]
                 keys = [j for j in range(t) if len(parents[j]) == len(qp) and [tokens[b, p] for p in parents[j]] == want]
                 if keys:
+                    on_context = sum(float(pattern[b, h, t - 1, j]) for j in range(t - 1))
                     masses.append(sum(float(pattern[b, h, t - 1, j]) for j in keys))
-            assert got[h].extra["n_sequences"] == len(masses), name
-            assert got[h].value == pytest.approx(sum(masses) / len(masses), abs=1e-6), name
+                    selfs.append(float(pattern[b, h, t - 1, t - 1]))
+                    shares.append(sum(float(pattern[b, h, t - 1, j]) for j in keys if j < t - 1) / on_context)
+            assert got[h, "mass"].extra["n_sequences"] == len(masses), name
+            assert got[h, "mass"].value == pytest.approx(sum(masses) / len(masses), abs=1e-6), name
+            assert got[h, "self_mass"].value == pytest.approx(sum(selfs) / len(selfs), abs=1e-6), name
+            assert got[h, "context_mass"].value == pytest.approx(sum(shares) / len(shares), abs=1e-5), name
 
 
 def test_graph_induction_without_any_match_is_nan_and_bad_query_is_rejected():
@@ -80,6 +86,6 @@ def test_graph_induction_without_any_match_is_nan_and_bad_query_is_rejected():
     tokens = torch.tensor([[0, 0, 1]])  # the only key (2) has parent token 0, the query token is 1
     probe = GraphInductionProbe(parents)
     rec = probe.compute({"blocks.0.attn.hook_pattern": _random_pattern(1, 1, 3, 0)}, Batch(tokens, {}, ModelDims(1)))
-    assert math.isnan(rec[0].value) and rec[0].extra["n_sequences"] == 0
+    assert all(math.isnan(r.value) and r.extra["n_sequences"] == 0 for r in rec)
     with pytest.raises(ValueError, match="query_parents"):
         GraphInductionProbe(parents, query_parents=[3])

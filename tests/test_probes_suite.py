@@ -51,8 +51,8 @@ def test_same_numbers_on_hooked_transformer_bridge_and_plain_module(models):
                for kind, (m, sm) in models.items()}
     keyed = {kind: {(r.probe, r.layer, r.head, r.metric): r for r in res} for kind, res in results.items()}
     first = keyed["bridge"]
-    # 4 heads: parent 12, previous 12, induction 8, graph 4; copying 2x3; behaviour 5; icl 3; gradient 2
-    assert len(first) == 52
+    # 4 heads: parent 12, previous 12, induction 8, graph 4x3; copying 2x3; behaviour 5; icl 3; gradient 2
+    assert len(first) == 60
     for kind, recs in keyed.items():
         assert recs.keys() == first.keys(), kind
         for key, rec in recs.items():

@@ -1,0 +1,243 @@
+"""``make bench``: throughput and overhead, each against a baseline measured in the same run.
+
+Prints one table and writes ``benchmarks/results.json``: a list of rows
+``{"name", "median", "unit", "baseline", "baseline_median", "ratio"}`` with
+``ratio = median / baseline_median``. Medians over repeated runs; the machine's load average is
+printed before and after, because this machine is shared and noisy.
+
+    python benchmarks/run.py [--quick] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "tests")]
+
+from baselines import DenseCatFormer, naive_sample  # noqa: E402
+
+from interp_causal.models import paper_model, standard_model  # noqa: E402
+from interp_causal.tasks import CausalGraph, InContextTask  # noqa: E402
+from interp_causal.training import Trainer, get_recipe  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def row(name: str, median: float, unit: str, baseline: str, baseline_median: float) -> dict:
+    return {
+        "name": name,
+        "median": round(median, 4),
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_median": round(baseline_median, 4),
+        "ratio": round(median / baseline_median, 4),
+    }
+
+
+# ---- sampling ---------------------------------------------------------------------------------
+def bench_sampler(name: str, task: InContextTask, n: int, repeats: int) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    ours = median_time(lambda: task.sample(n, gen), repeats)
+    naive = median_time(lambda: naive_sample(task, n, gen), max(3, repeats // 2))
+    return row(name, n / ours, "seq/s", "naive: Dirichlet tables, torch.multinomial per position", n / naive)
+
+
+# ---- training steps ---------------------------------------------------------------------------
+def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def step_time(model: torch.nn.Module, forward: Callable, task: InContextTask, recipe: str, repeats: int) -> float:
+    """Median seconds of one optimiser step (forward, backward, update) on a fixed batch of 1024."""
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    opt = get_recipe(recipe).make_optimizer(model.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_of(forward(model, batch.tokens), batch.target).backward()
+        opt.step()
+
+    return median_time(step, repeats, warmup=3)
+
+
+def bench_paper_step(name: str, task: InContextTask, heads: tuple[int, ...], recipe: str, repeats: int) -> dict:
+    """``paper_model``'s training step as the trainer takes it, against the dense plain-torch formula."""
+    model = paper_model(task, heads=heads, init=get_recipe(recipe).init)
+    trainer = Trainer(model, task, get_recipe(recipe).with_overrides(test_size=8), progress=False)
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    ours = median_time(lambda: trainer.train_step(batch), repeats, warmup=3)
+    dense = DenseCatFormer(task.vocab_size, task.seq_len, heads)
+    base = step_time(dense, lambda m, x: m(x), task, recipe, repeats)
+    return row(name, 1000 * ours, "ms", f"plain-torch dense CatFormer {heads}", 1000 * base)
+
+
+def bench_hooked_dense_step(task: InContextTask, repeats: int) -> dict:
+    """The same paper model stepped through the generic HookedTransformer forward (no structured path)."""
+    model = paper_model(task)
+    hooked = step_time(model, lambda m, x: m(x, return_type="logits")[:, -1], task, "paper-sgd", repeats)
+    dense = step_time(DenseCatFormer(task.vocab_size, task.seq_len), lambda m, x: m(x), task, "paper-sgd", repeats)
+    return row("paper_step_ms_h11_hooked_forward", 1000 * hooked, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense)
+
+
+def bench_standard_step(task: InContextTask, repeats: int) -> dict:
+    model = standard_model(task, n_layers=2, n_heads=1)
+    ours = step_time(model, lambda m, x: m(x, return_type="logits")[:, -1], task, "paper-adamw", repeats)
+    dense = step_time(DenseCatFormer(task.vocab_size, task.seq_len), lambda m, x: m(x), task, "paper-adamw", repeats)
+    return row("standard_attn_only_step_ms", 1000 * ours, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense)
+
+
+# ---- probing ----------------------------------------------------------------------------------
+def bench_probe_overhead(pairs: int, steps: int) -> dict:
+    """Wall time of training (paper model, chain, batch 1024, evaluations and checkpoints included)
+    with the default probe suite every 50 steps, against the same run without it; paired runs,
+    alternating which goes first."""
+    from probes import every
+
+    from interp_causal.probing import default_callback
+
+    task = InContextTask(CausalGraph.chain(20), 10, 0.1)
+    recipe = get_recipe("fast").with_overrides(steps=steps, batch_size=1024, eval_every=50)
+
+    def run(probed: bool) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(paper_model(task), task, recipe, run_dir=tmp, progress=False)
+            if probed:
+                trainer.callbacks.append(default_callback(trainer, schedule=every(50)))
+            start = time.perf_counter()
+            trainer.fit()
+            return time.perf_counter() - start
+
+    run(True)  # warm-up: first calls allocate and import
+    with_probes, without = [], []
+    for i in range(pairs):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for probed in order:
+            (with_probes if probed else without).append(run(probed))
+    ratios = [a / b for a, b in zip(with_probes, without)]
+    out = row("probe_overhead_ratio", statistics.median(with_probes), "s", "the same training without probes",
+              statistics.median(without))
+    out["ratio"] = round(statistics.median(ratios), 4)  # median of the paired ratios
+    return out
+
+
+def bench_suite_vs_detect_head(n_seq: int, repeats: int) -> dict:
+    """Previous-token, duplicate-token and induction scores of every head: one batched ProbeSuite
+    pass against TransformerLens ``detect_head`` called per sequence (its list form)."""
+    from probes_helpers import PLANTED, TokenSeqModel, hooked_transformer, planted_weights
+    from transformer_lens.head_detector import detect_head
+
+    from probes import InductionProbe, PreviousTokenAttention, ProbeSuite, repeated_random_tokens
+
+    model = hooked_transformer(PLANTED, planted_weights())
+    tokens = repeated_random_tokens(n_seq, 16, PLANTED.d_vocab, torch.Generator().manual_seed(0))  # T = 32 < n_ctx
+    suite = ProbeSuite([PreviousTokenAttention(), InductionProbe()])
+    wrapped = TokenSeqModel(model, tokens)
+    names = {"previous_token_head": ("previous_token", "score"), "duplicate_token_head": ("induction", "duplicate_token"),
+             "induction_head": ("induction", "prefix_matching")}  # fmt: skip
+
+    def theirs():
+        return {n: detect_head(wrapped, list(wrapped.seqs), n, error_measure="mul") for n in names}
+
+    got = {(r.probe, r.metric, r.layer, r.head): r.value for r in suite.run(model, tokens)}
+    want = theirs()
+    diff = max(abs(got[(p, m, l, h)] - float(want[n][l, h])) for n, (p, m) in names.items() for l in range(2) for h in range(2))
+    if diff > 1e-5:
+        raise AssertionError(f"suite and detect_head disagree by {diff}")
+    ours = median_time(lambda: suite.run(model, tokens), repeats)
+    base = median_time(theirs, max(2, repeats // 3))
+    return row("suite_vs_detect_head_speedup", 1000 * ours, "ms", f"detect_head per sequence, {n_seq} sequences",
+               1000 * base)
+
+
+# ---- end to end -------------------------------------------------------------------------------
+def bench_demo(repeats: int) -> dict:
+    """``interp-causal demo`` end to end in a fresh process, against the start-up of a process that
+    only imports what the demo imports (torch, TransformerLens)."""
+    exe = str(Path(sys.executable).with_name("interp-causal"))
+
+    def demo():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([exe, "demo", "--quiet", "--out", f"{tmp}/demo"], check=True, capture_output=True)
+
+    def imports():
+        code = "import torch, transformer_lens, interp_causal.training, probes"
+        subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, capture_output=True)
+
+    ours = median_time(demo, repeats, warmup=0)
+    base = median_time(imports, repeats, warmup=0)
+    return row("demo_wall_s", ours, "s", "start-up: import torch + transformer_lens", base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only rows whose name contains one of these")
+    parser.add_argument("--out", default=str(HERE / "results.json"), help="where to write the rows")
+    args = parser.parse_args(argv)
+    r = 3 if args.quick else 15
+    chain = InContextTask(CausalGraph.chain(20), 10, 0.1)
+    two_parent = InContextTask(CausalGraph.two_parent(32), 5, 0.1)
+    tree = InContextTask(CausalGraph.random_tree(20, torch.Generator().manual_seed(0)), 10, 0.1)
+    jobs: list[tuple[str, Callable[[], dict]]] = [
+        ("sampler_chain_seq_per_s", lambda: bench_sampler("sampler_chain_seq_per_s", chain, 2**14, r)),
+        ("sampler_two_parent_seq_per_s", lambda: bench_sampler("sampler_two_parent_seq_per_s", two_parent, 2**14, r)),
+        ("sampler_random_tree_seq_per_s", lambda: bench_sampler("sampler_random_tree_seq_per_s", tree, 2**14, r)),
+        ("paper_step_ms_h11", lambda: bench_paper_step("paper_step_ms_h11", chain, (1, 1), "paper-sgd", 2 * r)),
+        ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
+        ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
+        ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
+        ("probe_overhead_ratio", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
+        ("suite_vs_detect_head_speedup", lambda: bench_suite_vs_detect_head(256, r)),
+        ("demo_wall_s", lambda: bench_demo(1 if args.quick else 3)),
+    ]
+    if args.only:
+        jobs = [(n, f) for n, f in jobs if any(o in n for o in args.only)]
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    rows = []
+    for name, job in jobs:
+        print(f"  running {name} ...", file=sys.stderr, flush=True)
+        rows.append(job())
+    header = f"{'name':<34}{'median':>12} {'unit':<6}{'baseline':>12}  {'ratio':>9}  baseline"
+    print(header)
+    print("-" * len(header))
+    for x in rows:
+        print(f"{x['name']:<34}{x['median']:>12.4g} {x['unit']:<6}{x['baseline_median']:>12.4g}  {x['ratio']:>9.4g}  {x['baseline']}")
+    load = os.getloadavg()
+    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; ratio = median / baseline_median")
+    tmp = Path(args.out).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
