@@ -10,11 +10,12 @@ final step are always probed. The model is probed in eval mode under ``torch.no_
 gradient probe enables gradients for its own leaf bias only) and put back in the mode it was in.
 Probes draw no numbers from the global random generators, so probing never changes training.
 
-Cost: the default suite (attention, induction and the ridge copying probe) on a 256-sequence
-batch is one small forward pass plus a few small solves, about 40 ms on one CPU core for the
-paper's 2-layer model (S=10, T=20), against about 130 ms for one training step at batch 1024:
-under 1% when probing every 50 steps. scikit-learn's logistic copying probe is slower: give it
-its own callback on a coarser schedule, e.g. ``log_spaced(4)``.
+Cost: the default suite (attention, induction and the ridge copying probe) on a 128-sequence
+batch is one small forward pass plus two small solves, about 20 ms on one CPU core for the
+paper's 2-layer model (S=10, T=20), against about 11 ms for one training step at batch 1024
+(sampling included): 2-3% when probing every 50 steps (``make bench``, ``probe_overhead_ratio``).
+scikit-learn's logistic copying probe is slower: give it its own callback on a coarser schedule,
+e.g. ``log_spaced(4)``.
 """
 
 from __future__ import annotations
