@@ -7,12 +7,12 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 GRAPH_HELP = "chain, icl, random, random-v2, two-parent or markov-N"
 MODEL_CHOICES = ("paper", "paper-reduced", "attn-only", "mlp", "layernorm", "rotary")
-RECIPE_CHOICES = ("fast", "paper-sgd", "paper-adamw")
+EXPERIMENT_CHOICES = ("chain", "multi-parent", "standard", "many-trees", "gradient")
+RECIPE_CHOICES = ("fast", "paper-sgd", "paper-adamw", "paper-standard", "paper-trees")
 
 
 def _positive_int(text: str) -> int:
@@ -73,13 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("run_dir", help="a run directory written by train or demo")
     probe.add_argument("--batch-size", type=_positive_int, default=512, help="probe batch size (default: 512)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe batch (default: 0)")
+
+    rep = sub.add_parser("reproduce", help="reproduce one of the paper's experiments, with figures and a report")
+    rep.add_argument("experiment", choices=EXPERIMENT_CHOICES, help="which experiment (PAPER.md §4)")
+    rep.add_argument("--profile", default="quick", choices=("quick", "paper", "tiny"),
+                     help="quick: minutes; paper: the paper's recipe; tiny: a smoke test (default: quick)")
+    rep.add_argument("--graph", default=None, choices=("chain", "icl", "random"), help="chain experiment only (default: chain)")
+    rep.add_argument("--out", default=None, help="output directory, replaced if it exists (default: runs/reproduce/NAME-PROFILE)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = sub.add_parser("report", help="render figures and report.md for a run directory")
+    report.add_argument("run_dir", help="a run directory written by train or demo")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe}[args.command](args)
+        commands = {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe, "reproduce": cmd_reproduce, "report": cmd_report}
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"interp-causal {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -130,23 +142,10 @@ def cmd_train(args) -> int:
 
 
 def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None) -> int:
-    from interp_causal.probing import default_callback, mechanism_lines, mechanisms
-    from interp_causal.training import resume_run, start_run, summarize
-    from interp_causal.training.checkpoint import write_json
+    from interp_causal.probing import mechanism_lines, train_run
 
-    started = time.perf_counter()
-    progress = False if quiet else None
-    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
-    if probes:
-        trainer.callbacks.append(default_callback(trainer))
-    trainer.fit()
-    summary = summarize(trainer)
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
-    found = mechanisms(out) if probes else None
-    if found is not None:
-        summary["mechanisms"] = found
-        write_json(out / "summary.json", summary)
-    _print_summary(summary, out, mechanism_lines(found))
+    summary = train_run(config, out, resume=resume, steps=steps, probes=probes, progress=False if quiet else None)
+    _print_summary(summary, out, mechanism_lines(summary.get("mechanisms")))
     return 0
 
 
@@ -165,6 +164,24 @@ def cmd_probe(args) -> int:
 
     result = probe_run(Path(args.run_dir), batch_size=args.batch_size, seed=args.seed)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from interp_causal.experiments import reproduce, table
+
+    summary = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
+    print(table(summary["rows"]))
+    print(f"{summary['experiment']} ({summary['profile']}): {summary['wall_s']} s; report in "
+          f"{args.out or 'runs/reproduce/' + summary['experiment'] + '-' + summary['profile']}/report.md")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from interp_causal.report import render_run
+
+    numbers = render_run(Path(args.run_dir))
+    print(f"wrote {Path(args.run_dir) / 'report.md'} and {', '.join(numbers['figures'])} in {Path(args.run_dir) / 'figures'}")
     return 0
 
 

@@ -46,6 +46,29 @@ def default_callback(trainer, every: int = PROBE_EVERY, batch_size: int = PROBE_
     return ProbeCallback(suite, batch.tokens, schedule=default_schedule(every) if schedule is None else schedule)
 
 
+def train_run(config: dict | None, out: str | Path, resume: bool = False, steps: int | None = None,
+              probes: bool = True, progress: bool | None = None) -> dict:
+    """Train a run (``config`` into ``out``, or resume ``out`` up to ``steps``) with the default
+    probe callback; write and return ``summary.json``'s content, mechanisms included."""
+    import time
+
+    from interp_causal.training import resume_run, start_run, summarize
+    from interp_causal.training.checkpoint import write_json
+
+    started = time.perf_counter()
+    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
+    if probes:
+        trainer.callbacks.append(default_callback(trainer))
+    trainer.fit()
+    summary = summarize(trainer)
+    summary["wall_s"] = round(time.perf_counter() - started, 2)
+    found = mechanisms(out) if probes else None
+    if found is not None:
+        summary["mechanisms"] = found
+    write_json(Path(out) / "summary.json", summary)
+    return summary
+
+
 def mechanisms(run_dir: str | Path) -> dict | None:
     """``probes.summarize`` of a run's ``probes.jsonl`` (None when the run was not probed)."""
     from probes import summarize

@@ -1,0 +1,279 @@
+"""``interp-causal reproduce EXPERIMENT``: the paper's experiments (PAPER.md §4), one command each.
+
+Each experiment trains (or, for ``gradient``, only differentiates) at a profile's size, writes
+``summary.json``, ``report.md`` and ``figures/*.png`` into its directory, and returns rows
+``{"metric", "ours", "paper", "gap"}`` comparing our numbers with the paper's. Profiles: ``paper``
+(the paper's recipe: steps, batch, optimiser), ``quick`` (the shortest recipe that still shows the
+result), ``tiny`` (a smoke test of the plumbing, for the test suite; its numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from interp_causal.tasks import CausalGraph, InContextTask
+from interp_causal.training import get_recipe, make_config
+
+PROFILES = ("quick", "paper", "tiny")
+EXPERIMENTS: dict[str, Callable[..., dict]] = {}
+TINY = dict(steps=24, batch_size=64, eval_every=8, test_size=256)
+
+
+def experiment(name: str):
+    def register(fn):
+        EXPERIMENTS[name] = fn
+        return fn
+
+    return register
+
+
+def _row(metric: str, ours: float | None, paper: float | None, note: str = "") -> dict:
+    gap = None if ours is None or paper is None else ours - paper
+    return {"metric": metric, "ours": ours, "paper": paper, "gap": gap, "note": note}
+
+
+def _recipe(name: str, profile: str, quick: dict):
+    base = get_recipe(name)
+    return base.with_overrides(**(TINY if profile == "tiny" else quick if profile == "quick" else {}))
+
+
+def _train_and_render(task: InContextTask, preset: str, recipe, out: Path, options: dict | None = None,
+                      seed: int = 0, probes: bool = True, progress: bool | None = None) -> dict:
+    from interp_causal.probing import train_run
+    from interp_causal.report import render_run
+
+    if out.exists():
+        shutil.rmtree(out)
+    config = make_config(task, preset, recipe, seed, options)
+    summary = train_run(config, out, probes=probes, progress=progress)
+    return {**render_run(out), "summary": summary}
+
+
+# ---- experiments --------------------------------------------------------------------------------
+@experiment("chain")
+def chain(profile: str, out: Path, graph: str = "chain", progress: bool | None = None) -> dict:
+    """Figs. 2, 6: S=10, T=20, the disentangled transformer (1, 1), zero init; also icl and random trees."""
+    task = InContextTask(CausalGraph.by_name(graph, 20, torch.Generator().manual_seed(0)), 10, 0.1)
+    # quick: AdamW instead of the paper's SGD, which needs ~10^4 steps to leave the plateau
+    recipe = _recipe("paper-sgd", profile, {}) if profile != "quick" else get_recipe("fast").with_overrides(
+        steps=2000, batch_size=1024, eval_every=50)
+    n = _train_and_render(task, "paper", recipe, out, progress=progress)
+    pos = n["position_attention"][0]
+    return {"numbers": n, "rows": [
+        _row("final test loss", n["final_test_loss"], None, "paper: reaches Bayes"),
+        _row("Bayes loss", n["bayes_loss"], None, "the same test set"),
+        _row("gap to Bayes (%)", n["gap_pct"], 0.0),
+        _row("row-argmax of softmax(A(1)) on the parent", pos["argmax_acc"], 1.0, "non-root positions"),
+        _row("softmax(A(1)) mass on the parent", pos["mass"], None, "paper: heatmap (Fig. 2)"),
+    ]}
+
+
+@experiment("multi-parent")
+def multi_parent(profile: str, out: Path, progress: bool | None = None) -> dict:
+    """Figs. 5, 7: two parents {(i-1)//2, i-1}, S=5, T=32, heads (2, 1), AdamW, init 1e-4 N(0, 1)."""
+    task = InContextTask(CausalGraph.two_parent(32), 5, 0.1)
+    recipe = _recipe("paper-adamw", profile, dict(steps=5000, eval_every=250, test_size=2**13))
+    n = _train_and_render(task, "paper", recipe, out, options={"heads": [2, 1]}, progress=progress)
+    metrics = _metrics(out)
+    drop = n["drop_step"]
+    plateau = None
+    if drop:
+        plateau = min(metrics, key=lambda r: abs(r["step"] - drop / 2))["test_loss"]
+    rows = [
+        _row("final test loss", n["final_test_loss"], 0.89, "read off the plot, +/- 0.02"),
+        _row("Bayes loss", n["bayes_loss"], 0.875),
+        _row("final gap to Bayes", n["final_test_loss"] - n["bayes_loss"], 0.015),
+        _row("one-parent estimator loss", n["baselines"].get("one_parent"), 1.35),
+        _row("plateau loss (at half the drop step)", plateau, 1.175, "paper: 1.15-1.2"),
+        _row("drop step (loss below one-parent/Bayes midpoint)", drop, 3500, "paper: 3-4k steps"),
+    ]
+    for h, s in enumerate(n["position_attention"]):
+        best = max((0, 1), key=lambda r: s[f"mass_parent{r}"])
+        rows.append(_row(f"head {h}: softmax(A(1)) mass on parent slot {best}", s[f"mass_parent{best}"], None,
+                         "each head on a different parent"))
+    return {"numbers": n, "rows": rows}
+
+
+@experiment("standard")
+def standard(profile: str, out: Path, progress: bool | None = None) -> dict:
+    """Fig. 8: a standard transformer with MLPs on the chain (S=10, T=20), AdamW lr 1e-2, wd 2e-4."""
+    task = InContextTask(CausalGraph.chain(20), 10, 0.1)
+    recipe = _recipe("paper-standard", profile, dict(steps=1500, eval_every=50))
+    n = _train_and_render(task, "mlp", recipe, out, progress=progress)
+    prev = n["data_attention"][0]
+    return {"numbers": n, "rows": [
+        _row("final test loss", n["final_test_loss"], 1.77, "read off the plot"),
+        _row("Bayes loss", n["bayes_loss"], 1.775),
+        _row("gap to Bayes (%)", n["gap_pct"], 0.0),
+        _row("layer-1 attention on i-1 (batch mean)", prev["mass"], 0.65, "paper: 0.6-0.7"),
+    ]}
+
+
+@experiment("many-trees")
+def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
+    """Fig. 9: 20 random trees (v2), S=3, T=20, the disentangled transformer, SGD lr 1, constant."""
+    from tqdm.auto import tqdm
+
+    from interp_causal.probing import train_run
+    from interp_causal.report import analysis, figures
+    from interp_causal.training import load_run
+
+    n_graphs = {"paper": 20, "quick": 6, "tiny": 2}[profile]
+    # quick: SGD lr 4 instead of 1 (still constant, zero init) to get most of the way in 3000 steps
+    recipe = _recipe("paper-trees", profile, dict(steps=3000, lr=4.0, eval_every=250, test_size=4096))
+    if out.exists():
+        shutil.rmtree(out)
+    per_graph, by_pos = [], [[] for _ in range(20)]
+    for g in tqdm(range(n_graphs), desc="graphs", disable=None if progress is None else not progress):
+        graph = CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2)
+        task = InContextTask(graph, 3, 0.1)
+        run = out / f"graph-{g:02d}"
+        train_run(make_config(task, "paper", recipe, g), run, probes=False, progress=False)
+        _, model, _, _ = load_run(run)
+        s = analysis.parent_scores(analysis.position_attention(model, 0), graph)[0]
+        per_graph.append(s["mass"])
+        for i, v in enumerate(s["mass_per_position"]):
+            if v is not None:
+                by_pos[i].append(v)
+    t = torch.tensor(per_graph)
+    mean, std = float(t.mean()), float(t.std()) if len(per_graph) > 1 else 0.0
+    pos_mean = [float(torch.tensor(v).mean()) if v else None for v in by_pos]
+    pos_std = [float(torch.tensor(v).std()) if len(v) > 1 else None for v in by_pos]
+    figures.by_position(pos_mean, pos_std, out / "figures" / "parent_attention_by_position.png",
+                        f"{n_graphs} random trees (v2), S=3, T=20: softmax(A(1)) mass on the true parent",
+                        reference=0.837, reference_label="paper: mean over graphs 0.837")
+    numbers = {"per_graph": per_graph, "by_position_mean": pos_mean, "by_position_std": pos_std,
+               "figures": ["parent_attention_by_position.png"]}
+    return {"numbers": numbers, "rows": [
+        _row("mean attention on the true parent", mean, 0.837),
+        _row("std across graphs", std, 0.054),
+    ]}
+
+
+@experiment("gradient")
+def gradient(profile: str, out: Path, progress: bool | None = None) -> dict:
+    """The theorem's key step: the gradient of the reduced model at ``A(1) = 0``, ``A(2) = beta_0 I``,
+    beside the chi^2 mutual information, for the chain, icl and a random tree (S=10, T=20)."""
+    from probes import GradientProbe, ProbeSuite, chi2_mutual_information, compare_to_mi
+
+    from interp_causal.models import paper_model
+    from interp_causal.report import figures
+
+    n = {"paper": 2**16, "quick": 2**14, "tiny": 512}[profile]
+    groups = {"paper": 64, "quick": 32, "tiny": 4}[profile]
+    if out.exists():
+        shutil.rmtree(out)
+    rows, numbers = [], {"figures": []}
+    for name in ("chain", "icl", "random"):
+        gen = torch.Generator().manual_seed(0)
+        task = InContextTask(CausalGraph.by_name(name, 20, torch.Generator().manual_seed(1)), 10, 0.1)
+        tables = {k: v.repeat_interleave(256, 0) for k, v in task.draw_tables(groups, gen).items()}
+        mi = chi2_mutual_information(task.sample_from_tables(tables, gen).tokens.view(groups, 256, 20), 10)
+        affinity = transition_affinity(task, n, gen)
+        batch = task.sample(n, gen)
+        model = paper_model(task, reduced=True, beta0=0.1)
+        result = ProbeSuite([GradientProbe(task.graph.parent_lists(), mi, layer=0)]).run(
+            model, batch.tokens, targets=batch.target)
+        rec = {r.metric: r for r in result}
+        descent = -torch.tensor(rec["gradient_norm"].extra["gradient"])
+        on_parent = _argmax_on_parent(descent, task.graph)
+        vs_affinity = compare_to_mi(-descent[None], affinity, task.graph.parent_lists())
+        later = torch.ones(20, 20, dtype=torch.bool).triu()  # j >= i: not a candidate parent, left blank
+        name_png = f"gradient_{name}.png"
+        figures.side_by_side(
+            [(f"{name}: true graph", task.graph.adjacency()),
+             ("descent direction -dL/dA(1), position block", descent.masked_fill(later, float("nan"))),
+             ("chi-square mutual information (Monte Carlo)", mi.masked_fill(later, float("nan"))),
+             ("E[pi(s_i | s_j)]", affinity.masked_fill(later, float("nan")))],
+            out / "figures" / name_png, f"{name}, S=10, T=20: the first gradient step against information",
+            center=[False, True, False, False])
+        numbers["figures"].append(name_png)
+        numbers[name] = {"argmax_on_parent": on_parent, "spearman_vs_mi": rec["spearman"].value,
+                         "spearman_vs_affinity": float(vs_affinity["spearman"][0])}
+        rows.append(_row(f"{name}: row argmax of -gradient on the parent", on_parent, 1.0, "non-root rows"))
+        rows.append(_row(f"{name}: row argmax of MI on the parent", rec["argmax_agreement"].value, 1.0))
+        rows.append(_row(f"{name}: rank correlation with MI (per row)", rec["spearman"].value, None))
+        rows.append(_row(f"{name}: rank correlation with E[pi(s_i|s_j)]", numbers[name]["spearman_vs_affinity"], None))
+    return {"numbers": numbers, "rows": rows}
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def transition_affinity(task: InContextTask, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``R[i, j] = E[pi(s_i | s_j)]`` ``[T, T]`` (``j < i``) over tables and sequences: what a
+    first-order expansion of the reduced model's loss says its first gradient measures."""
+    tables = task.draw_tables(n, gen)
+    x = task.sample_from_tables(tables, gen).tokens
+    pi, rows, T = tables[1].float(), torch.arange(n), task.seq_len
+    R = torch.zeros(T, T)
+    for i in range(T):
+        for j in range(i):
+            R[i, j] = pi[rows, x[:, j], x[:, i]].mean()
+    return R
+
+
+def _argmax_on_parent(descent: torch.Tensor, graph: CausalGraph) -> float:
+    rows = [(i, ps[0]) for i, ps in enumerate(graph.parents) if ps and i > 1]
+    return sum(int(descent[i, :i].argmax()) == p for i, p in rows) / len(rows)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    from probes import read_jsonl
+
+    return read_jsonl(run_dir / "metrics.jsonl")
+
+
+def reproduce(name: str, profile: str = "quick", out: str | Path | None = None, graph: str | None = None,
+              progress: bool | None = None) -> dict:
+    """Run experiment ``name`` at ``profile`` into ``out`` (default ``runs/reproduce/NAME[-GRAPH]-PROFILE``);
+    write ``summary.json`` and ``report.md`` there and return the summary."""
+    from interp_causal.training.checkpoint import atomic_write, write_json
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment: unknown {name!r}; expected one of {', '.join(EXPERIMENTS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+    if graph is not None and name != "chain":
+        raise ValueError(f"graph: only the chain experiment takes --graph (chain, icl, random), not {name}")
+    if graph is not None and graph not in ("chain", "icl", "random"):
+        raise ValueError(f"graph: expected chain, icl or random, got {graph!r}")
+    label = name if graph in (None, "chain") else f"{name}-{graph}"
+    out = Path(out) if out is not None else Path("runs") / "reproduce" / f"{label}-{profile}"
+    started = time.perf_counter()
+    kwargs = {"graph": graph} if graph is not None else {}
+    result = EXPERIMENTS[name](profile, out, progress=progress, **kwargs)
+    summary = {"experiment": label, "profile": profile, "wall_s": round(time.perf_counter() - started, 1),
+               "threads": torch.get_num_threads(), "rows": result["rows"], "numbers": result["numbers"]}
+    write_json(out / "summary.json", json.loads(json.dumps(summary, default=float)))
+    run_report = out / "report.md"
+    body = run_report.read_text() if run_report.is_file() else _figures_md(result["numbers"].get("figures", []))
+    text = f"# {label} ({profile} profile, {summary['wall_s']} s)\n\n{table(result['rows'], markdown=True)}\n\n{body}"
+    atomic_write(run_report, lambda f: f.write(text.encode()))
+    return summary
+
+
+def _figures_md(names: list[str]) -> str:
+    return "\n".join(f"![{n}](figures/{n})\n" for n in names)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def table(rows: list[dict], markdown: bool = False) -> str:
+    """Our numbers beside the paper's: a text table (or Markdown)."""
+    head = ("metric", "ours", "paper", "gap", "note")
+    body = [(r["metric"], _fmt(r["ours"]), _fmt(r["paper"]), _fmt(r["gap"]), r.get("note", "")) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(x[k]) for x in [head, *body]) for k in range(len(head))]
+    fmt = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
+    return "\n".join([fmt(head), "-" * (sum(widths) + 8)] + [fmt(b) for b in body])

@@ -1,0 +1,169 @@
+"""Figures (PNG) for runs and experiments: each function takes plain tensors or rows and a path.
+
+Drawn with matplotlib's object API (``Figure``), so importing or calling this never changes the
+pyplot backend of a user's session or notebook.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+Outline = tuple[int, int, int, int, str]  # rows [r0, r1), cols [c0, c1), label
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write atomically: a temporary file beside ``path``, then a rename."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _heatmap(ax, mat: torch.Tensor, title: str, xlabel: str, ylabel: str, cmap: str = "viridis", center: bool = False):
+    m = mat.detach().float().cpu()
+    kw = {}
+    if center:
+        lim = float(m.nan_to_num(0.0).abs().max()) or 1.0
+        kw = dict(vmin=-lim, vmax=lim)
+    im = ax.imshow(m.numpy(), cmap=cmap, interpolation="nearest", aspect="auto", **kw)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.figure.colorbar(im, ax=ax, shrink=0.85)
+    return im
+
+
+def graph_and_attention(
+    adjacency: torch.Tensor,
+    learned: Sequence[tuple[str, torch.Tensor]],
+    data: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    title: str,
+) -> Path:
+    """The true graph ``[T, T]`` beside learned position attentions and batch-averaged patterns ``[T, T]``."""
+    panels = [("true causal graph: parent of each position", adjacency)] + list(learned) + list(data)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(4.3 * cols, 3.8 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax, (name, mat) in zip(axes, panels):
+        _heatmap(ax, mat, name, "key position j", "query position i", cmap="Greys" if mat is adjacency else "viridis")
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def blocks(
+    A2: torch.Tensor, W: torch.Tensor, a2_outlines: Sequence[Outline], w_outlines: Sequence[Outline],
+    path: str | Path, title: str, a2_tick: Sequence[tuple[int, str]] = (), w_tick: Sequence[tuple[int, str]] = (),
+) -> Path:
+    """The second layer's ``A`` ``[d, d]`` and the readout ``W`` ``[d_model, S]``, predicted blocks outlined in red."""
+    from matplotlib.patches import Rectangle
+
+    fig = _figure(12, 5.6)
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.4, 1])
+    _heatmap(ax1, A2, "layer-2 attention matrix A(2)", "key feature", "query feature", cmap="RdBu_r", center=True)
+    _heatmap(ax2, W, "readout W", "output token", "residual feature", cmap="RdBu_r", center=True)
+    for ax, outlines, ticks in ((ax1, a2_outlines, a2_tick), (ax2, w_outlines, w_tick)):
+        for r0, r1, c0, c1, label in outlines:
+            ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="red", linewidth=2))
+            ax.annotate(label, (c1 - 1, r1 - 1), color="red", fontsize=8, va="bottom", ha="right")
+        if ticks:
+            ax.set_yticks([t - 0.5 for t, _ in ticks], [name for _, name in ticks], fontsize=7, va="top")
+            if ax is ax1:
+                ax.set_xticks([t - 0.5 for t, _ in ticks], [name for _, name in ticks], fontsize=7, rotation=30, ha="left")
+            for t, _ in ticks:
+                ax.axhline(t - 0.5, color="black", linewidth=0.5, alpha=0.4)
+                if ax is ax1:
+                    ax.axvline(t - 0.5, color="black", linewidth=0.5, alpha=0.4)
+    fig.suptitle(title + "  (red: the blocks the theory predicts)")
+    return _save(fig, path)
+
+
+def training_curves(
+    metrics: Sequence[dict], scores: dict[str, tuple[list[int], list[float]]], formed: dict[str, int | None],
+    path: str | Path, title: str,
+) -> Path:
+    """Test loss against Bayes and the baselines (top) and probe scores (bottom) on one step axis,
+    the formation steps marked."""
+    fig = _figure(9, 7)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    steps = [r["step"] for r in metrics]
+    top.plot(steps, [r["test_loss"] for r in metrics], label="model (test)", color="black", linewidth=2)
+    styles = {"bayes_loss": ("Bayes", "tab:green", "--"), "uniform_loss": ("uniform", "tab:gray", ":"),
+              "unigram_loss": ("unigram", "tab:orange", ":"), "one_parent_loss": ("one parent", "tab:purple", "-.")}
+    for key, (name, color, style) in styles.items():
+        if key in metrics[-1]:
+            top.axhline(metrics[-1][key], color=color, linestyle=style, label=name)
+    top.set_ylabel("cross-entropy at the last position (nats)")
+    top.legend(fontsize=8)
+    top.set_title("test loss against the Bayes estimator and the baselines", fontsize=10)
+    colors = dict(zip(scores, ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive"]))
+    for name, (xs, ys) in scores.items():
+        bottom.plot(xs, ys, label=name, color=colors[name], marker=".", markersize=3)
+        step = formed.get(name)
+        if step is not None:
+            for ax in (top, bottom):
+                ax.axvline(step, color=colors[name], alpha=0.5, linestyle="--")
+            bottom.annotate(f"formed: {step}", (step, 0.02 + 0.08 * list(scores).index(name)), color=colors[name], fontsize=8)
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_ylabel("probe score")
+    bottom.set_xlabel("training step (symlog)")
+    bottom.legend(fontsize=8, loc="center right")
+    bottom.set_title("probes on a fixed batch; dashed: step at which each score first reached its threshold", fontsize=10)
+    for ax in (top, bottom):
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def side_by_side(panels: Sequence[tuple[str, torch.Tensor]], path: str | Path, title: str, center: Sequence[bool] = ()) -> Path:
+    """Heatmaps ``[T, T]`` in a row (e.g. the descent direction beside the mutual information)."""
+    fig = _figure(4.5 * len(panels), 4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for k, (ax, (name, mat)) in enumerate(zip(axes, panels)):
+        c = center[k] if k < len(center) else False
+        _heatmap(ax, mat, name, "key position j", "query position i", cmap="RdBu_r" if c else "viridis", center=c)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def by_position(mean: Sequence[float | None], std: Sequence[float | None], path: str | Path, title: str,
+                reference: float | None = None, reference_label: str = "") -> Path:
+    """A per-position score, mean and +/- one std across runs (positions with no value are skipped)."""
+    fig = _figure(8, 4)
+    ax = fig.subplots()
+    pos = [i for i, m in enumerate(mean) if m is not None]
+    m = [mean[i] for i in pos]
+    s = [std[i] or 0.0 for i in pos]
+    ax.errorbar(pos, m, yerr=s, fmt="o-", capsize=3, label="mean +/- std across graphs")
+    if reference is not None:
+        ax.axhline(reference, color="tab:red", linestyle="--", label=reference_label)
+    ax.set_xlabel("position i")
+    ax.set_ylabel("attention on the true parent")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
