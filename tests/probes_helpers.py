@@ -18,16 +18,6 @@ import torch
 from torch import nn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread for these tiny tensors: on a busy 2-core machine, spinning intra-op
-    threads made a 20 ms probe take 800 ms. Import this fixture into a test module to use it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @dataclass(frozen=True)
 class Config:
     n_layers: int = 2

@@ -9,21 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from interp_causal.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "20", "--batch-size", "32", "--seq-len", "8", "--vocab", "4", "--eval-every", "10", "--quiet", "--no-probes"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster on a shared 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -24,7 +24,6 @@ from probes_helpers import (
     planted_weights,
     random_weights,
 )
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 WEIGHTS = planted_weights()
 T = 32  # detect_head needs seq_len < n_ctx (33)

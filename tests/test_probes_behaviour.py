@@ -7,7 +7,6 @@ import torch
 
 from probes import BehaviourProbe, ICLScore, ProbeSuite, strategy_predictions
 from probes_helpers import Config, plain_model, random_weights
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 CFG = Config(d_vocab=5)
 MODEL, SITE_MAP = plain_model(CFG, random_weights(CFG, seed=4))

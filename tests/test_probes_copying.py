@@ -8,7 +8,6 @@ import torch
 
 from probes import LinearCopyingProbe, OVCopyingProbe, ProbeSuite, chain_parents, copying_score, ov_circuits
 from probes_helpers import PLANTED, Config, all_models, plain_model, planted_weights, random_weights
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 T = 24
 PARENTS = chain_parents(T)

@@ -9,7 +9,6 @@ from probes import GradientProbe, ProbeSuite, chi2_mutual_information, compare_t
 from probes.gradient import _gradient_through_values
 from probes_helpers import Config, all_models, has_hooked_transformer, hooked_transformer, plain_model, random_weights
 from probes_helpers import reference_forward
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 CFG = Config()
 WEIGHTS = random_weights(CFG, seed=7)

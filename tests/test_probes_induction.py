@@ -8,7 +8,6 @@ import torch
 from probes import GraphInductionProbe, InductionProbe, ModelDims, duplicate_token_pattern, induction_pattern
 from probes import repeated_random_tokens
 from probes.base import Batch
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 TOKENS = torch.randint(0, 4, (5, 11), generator=torch.Generator().manual_seed(0))  # small vocab: many repeats
 

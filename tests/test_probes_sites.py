@@ -10,7 +10,6 @@ from torch import nn
 
 from probes import MissingSiteError, find_site, model_dims, offered_sites, run_with_sites
 from probes_helpers import Config, all_models, plain_model, random_weights, reference_forward
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 CFG = Config()
 WEIGHTS = random_weights(CFG, seed=0)

@@ -24,7 +24,6 @@ from probes import (
     read_jsonl,
 )
 from probes_helpers import Config, all_models, random_weights
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 CFG = Config()
 WEIGHTS = random_weights(CFG, seed=21)

@@ -21,7 +21,6 @@ from probes import (
 )
 from probes.schedule import as_schedule
 from probes_helpers import PLANTED, plain_model, planted_weights
-from probes_helpers import single_thread  # noqa: F401  (autouse fixture)
 
 T = 24
 PARENTS = [[]] + [[i - 1] for i in range(1, T - 1)] + [[]]  # the chain task, query at the last position

@@ -7,20 +7,11 @@ import json
 import math
 
 import pytest
-import torch
 
 from interp_causal.cli import main
 from interp_causal.experiments import EXPERIMENTS, reproduce
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _assert_figures(out, names):

@@ -22,14 +22,6 @@ from interp_causal.tasks.task import _log_gamma, _stationary_gth, stationary
 Z = 5.0  # tolerance in standard errors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

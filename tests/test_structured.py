@@ -16,14 +16,6 @@ pytestmark = pytest.mark.needs_hooked
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def chain_task(T: int = 20, S: int = 10) -> InContextTask:
     return InContextTask(CausalGraph.chain(T), vocab_size=S)
 

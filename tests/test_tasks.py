@@ -15,15 +15,6 @@ import torch
 from interp_causal.tasks import CausalGraph, InContextTask, baseline_losses, bayes, one_parent, uniform, unigram
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster on a shared 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------
 # independent references
 # ---------------------------------------------------------------------------------------------

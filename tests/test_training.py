@@ -25,15 +25,6 @@ from interp_causal.training import (
 METRIC_KEYS = ("step", "train_loss", "test_loss", "bayes_loss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster on a shared 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_task() -> InContextTask:
     return InContextTask(CausalGraph.chain(8), vocab_size=4, alpha=0.1)
 

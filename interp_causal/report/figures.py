@@ -160,6 +160,9 @@ def by_position(mean: Sequence[float | None], std: Sequence[float | None], path:
     ax.errorbar(pos, m, yerr=s, fmt="o-", capsize=3, label="mean +/- std across graphs")
     if reference is not None:
         ax.axhline(reference, color="tab:red", linestyle="--", label=reference_label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("position i")
     ax.set_ylabel("attention on the true parent")
     ax.set_ylim(0, 1.05)
