@@ -128,7 +128,10 @@ def training_curves(
     bottom.set_ylim(-0.05, 1.05)
     bottom.set_ylabel("probe score")
     bottom.set_xlabel("training step (symlog)")
-    bottom.legend(fontsize=8, loc="center right")
+    if scores:
+        bottom.legend(fontsize=8, loc="center right")
+    else:
+        bottom.text(0.5, 0.5, "this run was trained without probes", ha="center", transform=bottom.transAxes)
     bottom.set_title("probes on a fixed batch; dashed: step at which each score first reached its threshold", fontsize=10)
     for ax in (top, bottom):
         ax.set_xscale("symlog", linthresh=10)
