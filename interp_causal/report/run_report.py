@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import torch
 
 from interp_causal.report import analysis, figures
 
@@ -43,7 +40,7 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     mechanisms = summarize(probe_path) if probe_path.is_file() else None
     batch = probe_batch(task, batch_size, seed)
     title = f"{graph.name}, S={task.vocab_size}, T={task.seq_len}, {config['model']['preset']}, step {state['step']}"
-    out = figures_dir = run_dir / FIGURES
+    out = run_dir / FIGURES
     numbers: dict = {
         "step": int(state["step"]),
         "final_test_loss": metrics[-1]["test_loss"],
@@ -74,7 +71,7 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     figures.graph_and_attention(graph.adjacency(), learned, data_panels, out / "graph_attention.png", title)
     scores, formed = _probe_series(probe_path, mechanisms)
     figures.training_curves(metrics, scores, formed, out / "training.png", title)
-    numbers["figures"] = sorted(p.name for p in figures_dir.glob("*.png"))
+    numbers["figures"] = sorted(p.name for p in out.glob("*.png"))
     _write_report(run_dir / REPORT, title, numbers)
     return numbers
 
@@ -133,7 +130,3 @@ def _write_report(path: Path, title: str, numbers: dict) -> None:
         lines += [f"![{name}]({FIGURES}/{name})", "", captions.get(name, ""), ""]
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def report_json(numbers: dict) -> str:
-    return json.dumps(numbers, indent=2, default=float)
