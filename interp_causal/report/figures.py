@@ -129,7 +129,7 @@ def training_curves(
     bottom.set_ylabel("probe score")
     bottom.set_xlabel("training step (symlog)")
     if scores:
-        bottom.legend(fontsize=8, loc="center right")
+        bottom.legend(fontsize=8, loc="upper left")  # early steps sit low: that corner stays empty
     else:
         bottom.text(0.5, 0.5, "this run was trained without probes", ha="center", transform=bottom.transAxes)
     bottom.set_title("probes on a fixed batch; dashed: step at which each score first reached its threshold", fontsize=10)

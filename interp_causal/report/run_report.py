@@ -90,13 +90,15 @@ def _probe_series(path: Path, mechanisms: dict | None) -> tuple[dict, dict]:
     rows = read_jsonl(path)
     series, formed = {}, {}
     for label, key in SCORE_SOURCES.items():
-        m = mechanisms.get(key)
-        if not m:
-            continue
-        pts = sorted((r["step"], r["value"]) for r in rows if r["probe"] == m["probe"] and r["metric"] == m["metric"]
-                     and r["layer"] == m["layer"] and r["head"] == m["head"] and r["value"] is not None)
-        series[label] = ([s for s, _ in pts], [v for _, v in pts])
-        formed[label] = m["threshold_step"]
+        # multi-parent graphs: one series per parent slot (``copying`` has only those)
+        slots = sorted(k for k in mechanisms if k.startswith(key + "_parent") and mechanisms[k])
+        for name in ([key] if mechanisms.get(key) and not slots else slots):
+            m = mechanisms[name]
+            pts = sorted((r["step"], r["value"]) for r in rows if r["probe"] == m["probe"] and r["metric"] == m["metric"]
+                         and r["layer"] == m["layer"] and r["head"] == m["head"] and r["value"] is not None)
+            full = label if name == key else f"{label}, parent slot {name[len(key) + len('_parent'):]}"
+            series[full] = ([s for s, _ in pts], [v for _, v in pts])
+            formed[full] = m["threshold_step"]
     return series, formed
 
 
