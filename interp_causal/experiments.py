@@ -188,7 +188,9 @@ def gradient(profile: str, out: Path, progress: bool | None = None) -> dict:
         name_png = f"gradient_{name}.png"
         figures.side_by_side(
             [(f"{name}: true graph", task.graph.adjacency()),
-             ("descent direction -dL/dA(1), position block", descent.masked_fill(later, float("nan"))),
+             # rows shrink like 1/(i+1) under uniform attention: scale each to its largest entry
+             ("descent -dL/dA(1), each row / its max |entry|",
+              (descent / descent.abs().amax(-1, keepdim=True).clamp_min(1e-30)).masked_fill(later, float("nan"))),
              ("chi-square mutual information (Monte Carlo)", mi.masked_fill(later, float("nan"))),
              ("E[pi(s_i | s_j)]", affinity.masked_fill(later, float("nan")))],
             out / "figures" / name_png, f"{name}, S=10, T=20: the first gradient step against information",
