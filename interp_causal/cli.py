@@ -168,7 +168,8 @@ def cmd_probe(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from interp_causal.experiments import reproduce, table
+    from interp_causal.experiments import reproduce
+    from interp_causal.report.tables import table
 
     summary = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
     print(table(summary["rows"]))

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from interp_causal.tasks import CausalGraph, InContextTask
+from interp_causal.report.tables import comparison_md
+from interp_causal.tasks import CausalGraph, InContextTask, bayes, count_softmax_floor, cross_entropy
 from interp_causal.training import get_recipe, make_config
 
 PROFILES = ("quick", "paper", "tiny")
@@ -65,10 +66,17 @@ def chain(profile: str, out: Path, graph: str = "chain", progress: bool | None =
         steps=2000, batch_size=1024, eval_every=50)
     n = _train_and_render(task, "paper", recipe, out, progress=progress)
     pos = n["position_attention"][0]
+    # how close a softmax readout of in-context counts can get to Bayes at all: the model's floor
+    check = task.sample(256 if profile == "tiny" else 2**14, torch.Generator().manual_seed(12345))
+    floor = count_softmax_floor(check.tokens, check.target, task)
+    bayes_check = float(cross_entropy(check.target, bayes(check.tokens, task)))
+    n["readout_floor_gap_pct"] = 100 * (floor - bayes_check) / bayes_check
     return {"numbers": n, "rows": [
         _row("final test loss", n["final_test_loss"], None, "paper: reaches Bayes"),
         _row("Bayes loss", n["bayes_loss"], None, "the same test set"),
         _row("gap to Bayes (%)", n["gap_pct"], 0.0),
+        _row("floor of softmax(g_N * counts): gap to Bayes (%)", n["readout_floor_gap_pct"], None,
+             "no such readout gets closer"),
         _row("row-argmax of softmax(A(1)) on the parent", pos["argmax_acc"], 1.0, "non-root positions"),
         _row("softmax(A(1)) mass on the parent", pos["mass"], None, "paper: heatmap (Fig. 2)"),
     ]}
@@ -192,7 +200,7 @@ def gradient(profile: str, out: Path, progress: bool | None = None) -> dict:
              ("descent -dL/dA(1), each row / its max |entry|",
               (descent / descent.abs().amax(-1, keepdim=True).clamp_min(1e-30)).masked_fill(later, float("nan"))),
              ("chi-square mutual information (Monte Carlo)", mi.masked_fill(later, float("nan"))),
-             ("E[pi(s_i | s_j)]", affinity.masked_fill(later, float("nan")))],
+             ("E[pi(s_i | s_j) / f(s_i)], f: in-context frequency", affinity.masked_fill(later, float("nan")))],
             out / "figures" / name_png, f"{name}, S=10, T=20: the first gradient step against information",
             center=[False, True, False, False])
         numbers["figures"].append(name_png)
@@ -201,22 +209,33 @@ def gradient(profile: str, out: Path, progress: bool | None = None) -> dict:
         rows.append(_row(f"{name}: row argmax of -gradient on the parent", on_parent, 1.0, "non-root rows"))
         rows.append(_row(f"{name}: row argmax of MI on the parent", rec["argmax_agreement"].value, 1.0))
         rows.append(_row(f"{name}: rank correlation with MI (per row)", rec["spearman"].value, None))
-        rows.append(_row(f"{name}: rank correlation with E[pi(s_i|s_j)]", numbers[name]["spearman_vs_affinity"], None))
+        rows.append(_row(f"{name}: rank correlation with E[pi(s_i|s_j)/f(s_i)] (per row)",
+                         numbers[name]["spearman_vs_affinity"], None, "the first-order gradient"))
     return {"numbers": numbers, "rows": rows}
 
 
 # ---- helpers ------------------------------------------------------------------------------------
 def transition_affinity(task: InContextTask, n: int, gen: torch.Generator) -> torch.Tensor:
-    """``R[i, j] = E[pi(s_i | s_j)]`` ``[T, T]`` (``j < i``) over tables and sequences: what a
-    first-order expansion of the reduced model's loss says its first gradient measures."""
+    """``R[i, j] = E[pi(s_i | s_j) / f(s_i)]`` ``[T, T]`` (``j < i``), ``f`` the in-context frequency of
+    ``s_i`` in its sequence, over tables and sequences: what the reduced model's first gradient measures.
+
+    At ``A(1) = 0`` the output is about ``f`` and the loss's derivative at token ``a`` is
+    ``-pi(a | s_q) / f(a)``; raising ``A(1)[i, j]`` makes key ``i`` match queries ``s_q = s_j``, so
+    ``-dL/dA(1)[i, j]`` is ``R[i, j]`` minus a row constant. With ``f`` replaced by the stationary
+    law, ``R[i, p(i)] - 1`` is the chi^2 mutual information of ``s_i`` and its parent, and elsewhere
+    ``R[i, j]`` is an inner product bounded by it (Cauchy-Schwarz, then data processing): the row
+    argmax is the parent, but the other entries follow the one-step table, not the information.
+    """
     tables = task.draw_tables(n, gen)
     x = task.sample_from_tables(tables, gen).tokens
-    pi, rows, T = tables[1].float(), torch.arange(n), task.seq_len
-    R = torch.zeros(T, T)
+    pi, rows, T = tables[1].double(), torch.arange(n), task.seq_len
+    freq = torch.nn.functional.one_hot(x, task.vocab_size).double().mean(1)  # [n, S]
+    R = torch.zeros(T, T, dtype=torch.float64)
     for i in range(T):
+        inv = 1.0 / freq[rows, x[:, i]]
         for j in range(i):
-            R[i, j] = pi[rows, x[:, j], x[:, i]].mean()
-    return R
+            R[i, j] = (pi[rows, x[:, j], x[:, i]] * inv).mean()
+    return R.float()
 
 
 def _argmax_on_parent(descent: torch.Tensor, graph: CausalGraph) -> float:
@@ -252,30 +271,15 @@ def reproduce(name: str, profile: str = "quick", out: str | Path | None = None, 
     summary = {"experiment": label, "profile": profile, "wall_s": round(time.perf_counter() - started, 1),
                "threads": torch.get_num_threads(), "rows": result["rows"], "numbers": result["numbers"]}
     write_json(out / "summary.json", json.loads(json.dumps(summary, default=float)))
-    run_report = out / "report.md"
-    body = run_report.read_text() if run_report.is_file() else _figures_md(result["numbers"].get("figures", []))
-    text = f"# {label} ({profile} profile, {summary['wall_s']} s)\n\n{table(result['rows'], markdown=True)}\n\n{body}"
-    atomic_write(run_report, lambda f: f.write(text.encode()))
+    if "title" in result["numbers"]:  # a training run drawn by render_run: its report, opened by the table
+        from interp_causal.report.run_report import write_report
+
+        write_report(out, result["numbers"])
+    else:
+        text = comparison_md(summary) + _figures_md(result["numbers"].get("figures", []))
+        atomic_write(out / "report.md", lambda f: f.write(text.encode()))
     return summary
 
 
 def _figures_md(names: list[str]) -> str:
     return "\n".join(f"![{n}](figures/{n})\n" for n in names)
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def table(rows: list[dict], markdown: bool = False) -> str:
-    """Our numbers beside the paper's: a text table (or Markdown)."""
-    head = ("metric", "ours", "paper", "gap", "note")
-    body = [(r["metric"], _fmt(r["ours"]), _fmt(r["paper"]), _fmt(r["gap"]), r.get("note", "")) for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
-    widths = [max(len(x[k]) for x in [head, *body]) for k in range(len(head))]
-    fmt = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
-    return "\n".join([fmt(head), "-" * (sum(widths) + 8)] + [fmt(b) for b in body])

@@ -53,6 +53,23 @@ def test_report_command_renders_any_run(tmp_path, capsys):
     assert "final test loss" in (run / "report.md").read_text()
 
 
+def test_report_command_on_a_reproduction_keeps_the_comparison_with_the_paper(tmp_path, capsys):
+    out = tmp_path / "chain"
+    summary = reproduce("chain", "tiny", out, progress=False)
+    first = (out / "report.md").read_text()
+    assert main(["report", str(out)]) == 0
+    again = (out / "report.md").read_text()
+    for text in (first, again):
+        assert text.count("\n# ") + text.startswith("# ") == 1, "one title"
+        assert text.count("| metric | ours | paper | gap | note |") == 1
+        comparison, _, run_part = text.partition("\n## ")
+        for row in summary["rows"]:
+            assert comparison.count(f"| {row['metric']} |") == 1, row["metric"]
+        assert "| final test loss |" in run_part and "figures/training.png" in run_part
+    # the figures were drawn again from the same checkpoint and probe batch: same report
+    assert again == first
+
+
 @pytest.mark.parametrize("kwargs, named", [
     (dict(name="nope"), "experiment"),
     (dict(name="chain", profile="huge"), "profile"),

@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from interp_causal.tasks import CausalGraph, InContextTask, baseline_losses, bayes, one_parent, uniform, unigram
+from interp_causal.tasks import (
+    CausalGraph,
+    InContextTask,
+    baseline_losses,
+    bayes,
+    count_softmax_floor,
+    one_parent,
+    uniform,
+    unigram,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +503,30 @@ def test_bayes_loss_of_the_paper_chain():
     assert abs(refs["uniform"] - math.log(S)) < 1e-4
     # (the add-alpha unigram can be worse than uniform on these sparse targets: no order there)
     assert refs["bayes"] < refs["unigram"] and refs["bayes"] < refs["uniform"]
+
+
+def test_count_softmax_floor_is_the_best_scale_per_match_count_and_stays_above_bayes():
+    S, T, alpha = 10, 20, 0.1
+    task = InContextTask(CausalGraph.chain(T), vocab_size=S, alpha=alpha)
+    batch = task.sample(2048, gen(5))
+    # counts by loops, then the loss separates over N: a grid search over each g_N on its own
+    counts = torch.zeros(len(batch.tokens), S, dtype=torch.float64)
+    for r, seq in enumerate(batch.tokens.tolist()):
+        for i in range(1, T - 1):
+            if seq[i - 1] == seq[-1]:
+                counts[r, seq[i]] += 1
+    N, y = counts.sum(1).long(), batch.target.double()
+    grid = torch.linspace(0, 40, 4001, dtype=torch.float64)
+    best = 0.0
+    for k in N.unique().tolist():
+        rows = N == k
+        losses = [float(-(y[rows] * (g * counts[rows]).log_softmax(-1)).sum(-1).sum()) for g in grid[:: 1 if k else 4000]]
+        best += min(losses)
+    best /= len(N)
+    floor = count_softmax_floor(batch.tokens, batch.target, task)
+    assert abs(floor - best) < 1e-4, (floor, best)
+    bayes_loss = ce(batch.target, bayes(batch.tokens, task))
+    assert bayes_loss + 0.01 < floor < math.log(S), (bayes_loss, floor)
 
 
 @pytest.mark.parametrize("name", ["chain", "two-parent"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp_causal.report import analysis, figures
+from interp_causal.report.tables import saved_comparison
 
 FIGURES = "figures"
 REPORT = "report.md"
@@ -42,6 +43,7 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     title = f"{graph.name}, S={task.vocab_size}, T={task.seq_len}, {config['model']['preset']}, step {state['step']}"
     out = run_dir / FIGURES
     numbers: dict = {
+        "title": title,
         "step": int(state["step"]),
         "final_test_loss": metrics[-1]["test_loss"],
         "bayes_loss": metrics[-1]["bayes_loss"],
@@ -72,7 +74,7 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     scores, formed = _probe_series(probe_path, mechanisms)
     figures.training_curves(metrics, scores, formed, out / "training.png", title)
     numbers["figures"] = sorted(p.name for p in out.glob("*.png"))
-    _write_report(run_dir / REPORT, title, numbers)
+    write_report(run_dir, numbers)
     return numbers
 
 
@@ -102,10 +104,13 @@ def _probe_series(path: Path, mechanisms: dict | None) -> tuple[dict, dict]:
     return series, formed
 
 
-def _write_report(path: Path, title: str, numbers: dict) -> None:
+def write_report(run_dir: str | Path, numbers: dict) -> None:
+    """Write ``run_dir/report.md`` from :func:`render_run`'s ``numbers``, opened by the comparison
+    with the paper when ``run_dir`` holds a reproduction's ``summary.json``."""
     from interp_causal.training.checkpoint import atomic_write
 
-    lines = [f"# {title}", "", "| quantity | value |", "|---|---|",
+    comparison = saved_comparison(run_dir)
+    lines = [f"{'##' if comparison else '#'} {numbers['title']}", "", "| quantity | value |", "|---|---|",
              f"| final test loss | {numbers['final_test_loss']:.4f} |",
              f"| Bayes loss | {numbers['bayes_loss']:.4f} |",
              f"| gap to Bayes | {numbers['gap_pct']:+.2f}% |"]
@@ -121,7 +126,7 @@ def _write_report(path: Path, title: str, numbers: dict) -> None:
             where = f"layer {m['layer']}" + (f" head {m['head']}" if m["head"] is not None else "")
             lines.append(f"| {key.replace('_', ' ')} | {where}: {m['metric']} {m['value']:.3f}, "
                          f"formed at step {m['threshold_step']}, steepest rise at step {m['steepest_step']} |")
-    lines += ["", "## Figures", ""]
+    lines += ["", "### Figures" if comparison else "## Figures", ""]
     captions = {
         "graph_attention.png": "The true graph beside what the first layer learned: the position block of A(1) "
                                "after a row softmax, and the data-dependent attention averaged over a batch.",
@@ -130,5 +135,5 @@ def _write_report(path: Path, title: str, numbers: dict) -> None:
     }
     for name in numbers["figures"]:
         lines += [f"![{name}]({FIGURES}/{name})", "", captions.get(name, ""), ""]
-    text = "\n".join(lines) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    text = comparison + "\n".join(lines) + "\n"
+    atomic_write(Path(run_dir) / REPORT, lambda f: f.write(text.encode()))

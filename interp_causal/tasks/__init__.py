@@ -1,6 +1,15 @@
 """In-context causal tasks (PAPER.md §1): graphs, the sampler, the Bayes estimator and baselines."""
 
-from interp_causal.tasks.estimators import baseline_losses, bayes, cross_entropy, one_parent, uniform, unigram
+from interp_causal.tasks.estimators import (
+    baseline_losses,
+    bayes,
+    count_softmax_floor,
+    cross_entropy,
+    match_counts,
+    one_parent,
+    uniform,
+    unigram,
+)
 from interp_causal.tasks.graph import GRAPH_NAMES, CausalGraph
 from interp_causal.tasks.task import Batch, InContextTask
 
@@ -11,7 +20,9 @@ __all__ = [
     "InContextTask",
     "baseline_losses",
     "bayes",
+    "count_softmax_floor",
     "cross_entropy",
+    "match_counts",
     "one_parent",
     "uniform",
     "unigram",

@@ -17,15 +17,44 @@ def bayes(tokens: torch.Tensor, task: InContextTask, graph: CausalGraph | None =
     ``graph`` overrides the task's graph, e.g. ``graph.with_last_parent_only()`` for the
     one-parent baseline.
     """
+    counts = match_counts(tokens, task, graph)
+    return (counts + task.alpha) / (counts.sum(-1, keepdim=True) + task.vocab_size * task.alpha)
+
+
+def match_counts(tokens: torch.Tensor, task: InContextTask, graph: CausalGraph | None = None) -> torch.Tensor:
+    """``[n, S]``: ``#{i : s_P(i) = s_P(target), s_i = s'}``, the counts of :func:`bayes`."""
     graph = task.graph if graph is None else graph
-    S = task.vocab_size
     k = len(graph.target_parents)
     pt = parent_tokens(tokens, graph)[..., :k]  # [n, T, k]
     query = tokens[:, list(graph.target_parents)]  # [n, k]
     degree_ok = torch.tensor([len(p) == k for p in graph.parents])  # [T]
     match = (pt == query[:, None, :]).all(-1) & degree_ok  # [n, T]
-    counts = torch.zeros(tokens.shape[0], S).scatter_add_(1, tokens, match.float())
-    return (counts + task.alpha) / (counts.sum(-1, keepdim=True) + S * task.alpha)
+    return torch.zeros(tokens.shape[0], task.vocab_size).scatter_add_(1, tokens, match.float())
+
+
+def count_softmax_floor(tokens: torch.Tensor, target: torch.Tensor, task: InContextTask) -> float:
+    """Lowest mean cross-entropy of ``softmax(g_N * counts)`` over one free scale ``g_N`` per match
+    count ``N`` (:func:`match_counts`), fitted on this batch (the problem is convex in ``g``).
+
+    A linear readout of attention spread over the matches (and the query itself, with a flat value)
+    gives logits ``lambda * counts / (N + kappa)``, a member of this family; the Bayes estimator
+    ``(counts + alpha) / (N + S alpha)`` is not, so this is how close such a readout can get to Bayes.
+    """
+    counts = match_counts(tokens, task).double()
+    y = target.double()
+    N = counts.sum(-1).long()
+    g = torch.zeros(int(N.max()) + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([g], max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        opt.zero_grad()
+        value = -(y * (g[N, None] * counts).log_softmax(-1)).sum(-1).mean()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    with torch.no_grad():
+        return float(-(y * (g[N, None] * counts).log_softmax(-1)).sum(-1).mean())
 
 
 def one_parent(tokens: torch.Tensor, task: InContextTask) -> torch.Tensor:

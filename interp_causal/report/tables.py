@@ -1,0 +1,41 @@
+"""Our numbers beside the paper's: the comparison table of a reproduction, as text or Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HEAD = ("metric", "ours", "paper", "gap", "note")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def table(rows: list[dict], markdown: bool = False) -> str:
+    """Rows ``{"metric", "ours", "paper", "gap", "note"}`` as an aligned text table (or Markdown)."""
+    body = [(r["metric"], _fmt(r["ours"]), _fmt(r["paper"]), _fmt(r["gap"]), r.get("note", "")) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(x[k]) for x in [HEAD, *body]) for k in range(len(HEAD))]
+    fmt = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
+    return "\n".join([fmt(HEAD), "-" * (sum(widths) + 8)] + [fmt(b) for b in body])
+
+
+def comparison_md(summary: dict) -> str:
+    """Heading and table that open a reproduction's ``report.md``, from its ``summary.json`` contents."""
+    return (f"# {summary['experiment']} ({summary['profile']} profile, {summary['wall_s']} s)\n\n"
+            f"{table(summary['rows'], markdown=True)}\n\n")
+
+
+def saved_comparison(run_dir: str | Path) -> str:
+    """:func:`comparison_md` of ``run_dir/summary.json`` when a reproduction wrote it, else ``""``
+    (a plain training run's summary has no rows)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())
+    return comparison_md(summary) if isinstance(summary, dict) and "rows" in summary else ""
