@@ -70,6 +70,14 @@ def test_report_command_on_a_reproduction_keeps_the_comparison_with_the_paper(tm
     assert again == first
 
 
+def test_report_command_on_a_reproduction_without_a_checkpoint_says_what_to_run(tmp_path, capsys):
+    out = tmp_path / "gradient"
+    reproduce("gradient", "tiny", out, progress=False)
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "run_dir" in err and "no checkpoint.pt" in err and "interp-causal reproduce" in err
+
+
 @pytest.mark.parametrize("kwargs, named", [
     (dict(name="nope"), "experiment"),
     (dict(name="chain", profile="huge"), "profile"),

@@ -32,8 +32,12 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
 
     from interp_causal.probing import probe_batch
     from interp_causal.training import load_run
+    from interp_causal.training.trainer import CHECKPOINT
 
     run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file() and saved_comparison(run_dir):
+        raise FileNotFoundError(f"run_dir: {run_dir} holds a reproduction without a training run of its own "
+                                f"(no {CHECKPOINT}); run `interp-causal reproduce` again to redraw it")
     task, model, config, state = load_run(run_dir)
     graph = task.graph
     metrics = read_jsonl(run_dir / "metrics.jsonl")
