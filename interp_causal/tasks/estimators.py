@@ -53,7 +53,7 @@ def count_softmax_floor(tokens: torch.Tensor, target: torch.Tensor, task: InCont
         return value
 
     opt.step(loss)
-    return float(loss())
+    return float(loss().detach())
 
 
 def one_parent(tokens: torch.Tensor, task: InContextTask) -> torch.Tensor:
