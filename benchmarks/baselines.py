@@ -1,4 +1,4 @@
-"""Plain-torch baselines for the benchmarks, written straight from the formulas (PAPER.md §1-2):
+"""Plain-torch baselines for the benchmarks, written straight from the formulas (docs/science.md §1-2):
 the disentangled transformer computed densely, and a sampler that draws one position at a time."""
 
 from __future__ import annotations

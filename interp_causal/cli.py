@@ -9,10 +9,9 @@ import shutil
 import sys
 from pathlib import Path
 
-GRAPH_HELP = "chain, icl, random, random-v2, two-parent or markov-N"
-MODEL_CHOICES = ("paper", "paper-reduced", "attn-only", "mlp", "layernorm", "rotary")
-EXPERIMENT_CHOICES = ("chain", "multi-parent", "standard", "many-trees", "gradient")
-RECIPE_CHOICES = ("fast", "paper-sgd", "paper-adamw", "paper-standard", "paper-trees")
+from interp_causal import names
+
+GRAPH_HELP = ", ".join(names.GRAPHS[:-1]) + " or " + names.GRAPHS[-1]
 
 
 def _positive_int(text: str) -> int:
@@ -40,14 +39,17 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="paper", choices=MODEL_CHOICES, help="model preset (default: paper)")
+    p.add_argument("--model", default="paper", choices=names.MODELS, help="model preset (default: paper)")
     p.add_argument("--heads", type=_heads, default=None, help="paper model heads per layer, e.g. 2,1 (default: 1,1)")
-    p.add_argument("--recipe", default="fast", choices=RECIPE_CHOICES, help="training recipe (default: fast)")
+    p.add_argument("--recipe", default="fast", choices=names.RECIPES, help="training recipe (default: fast)")
     p.add_argument("--steps", type=_positive_int, default=None, help="total training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="steps between test evaluations")
     p.add_argument("--seed", type=int, default=0, help="seed for the model, the data and the graph (default: 0)")
+    p.add_argument("--forward", default="auto", choices=names.FORWARDS,
+                   help="how training computes logits: structured (the paper model's fast path), hooked "
+                        "(the model's own forward), auto (structured where it applies; default)")
     p.add_argument("--no-probes", action="store_true", help="train without the probe callback")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -75,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe batch (default: 0)")
 
     rep = sub.add_parser("reproduce", help="reproduce one of the paper's experiments, with figures and a report")
-    rep.add_argument("experiment", choices=EXPERIMENT_CHOICES, help="which experiment (PAPER.md §4)")
-    rep.add_argument("--profile", default="quick", choices=("quick", "paper", "tiny"),
+    rep.add_argument("experiment", choices=names.EXPERIMENTS, help="which experiment (docs/science.md §4)")
+    rep.add_argument("--profile", default="quick", choices=names.PROFILES,
                      help="quick: minutes; paper: the paper's recipe; tiny: a smoke test (default: quick)")
-    rep.add_argument("--graph", default=None, choices=("chain", "icl", "random"), help="chain experiment only (default: chain)")
+    rep.add_argument("--graph", default=None, choices=names.CHAIN_EXPERIMENT_GRAPHS,
+                     help="chain experiment only (default: chain)")
     rep.add_argument("--out", default=None, help="output directory, replaced if it exists (default: runs/reproduce/NAME-PROFILE)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -137,14 +140,16 @@ def cmd_train(args) -> int:
         options["heads"] = list(args.heads)
     if out is None:
         out = Path("runs") / f"{task.graph.name}-s{task.vocab_size}-t{task.seq_len}-{args.model}-seed{args.seed}"
-    config = make_config(task, args.model, recipe, args.seed, options)
+    config = make_config(task, args.model, recipe, args.seed, options, forward=args.forward)
     return _train(config, out, resume=False, probes=not args.no_probes, quiet=args.quiet)
 
 
 def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None) -> int:
-    from interp_causal.probing import mechanism_lines, train_run
+    from interp_causal.probing import default_callback, mechanism_lines
+    from interp_causal.training import train_run
 
-    summary = train_run(config, out, resume=resume, steps=steps, probes=probes, progress=False if quiet else None)
+    summary = train_run(config, out, resume=resume, steps=steps, callbacks=default_callback if probes else (),
+                        progress=False if quiet else None)
     _print_summary(summary, out, mechanism_lines(summary.get("mechanisms")))
     return 0
 
@@ -171,18 +176,21 @@ def cmd_reproduce(args) -> int:
     from interp_causal.experiments import reproduce
     from interp_causal.report.tables import table
 
-    summary = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
-    print(table(summary["rows"]))
-    print(f"{summary['experiment']} ({summary['profile']}): {summary['wall_s']} s; report in "
-          f"{args.out or 'runs/reproduce/' + summary['experiment'] + '-' + summary['profile']}/report.md")
+    out = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
+    print(table(out["rows"]))
+    print(f"{out['experiment']} ({out['profile']}): {out['wall_s']} s; report in "
+          f"{args.out or 'runs/reproduce/' + out['experiment'] + '-' + out['profile']}/report.md")
     return 0
 
 
 def cmd_report(args) -> int:
     from interp_causal.report import render_run
 
-    numbers = render_run(Path(args.run_dir))
-    print(f"wrote {Path(args.run_dir) / 'report.md'} and {', '.join(numbers['figures'])} in {Path(args.run_dir) / 'figures'}")
+    from interp_causal.training import RunDir
+
+    run = RunDir(args.run_dir)
+    numbers = render_run(run.path)
+    print(f"wrote {run.report} and {', '.join(numbers['figures'])} in {run.figures}")
     return 0
 
 

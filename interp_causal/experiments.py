@@ -1,7 +1,7 @@
-"""``interp-causal reproduce EXPERIMENT``: the paper's experiments (PAPER.md §4), one command each.
+"""``interp-causal reproduce EXPERIMENT``: the paper's experiments (docs/science.md §4), one command each.
 
 Each experiment trains (or, for ``gradient``, only differentiates) at a profile's size, writes
-``summary.json``, ``report.md`` and ``figures/*.png`` into its directory, and returns rows
+``reproduction.json``, ``report.md`` and ``figures/*.png`` into its directory, and returns rows
 ``{"metric", "ours", "paper", "gap"}`` comparing our numbers with the paper's. Profiles: ``paper``
 (the paper's recipe: steps, batch, optimiser), ``quick`` (the shortest recipe that still shows the
 result), ``tiny`` (a smoke test of the plumbing, for the test suite; its numbers mean nothing).
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from interp_causal.names import CHAIN_EXPERIMENT_GRAPHS, PROFILES
 from interp_causal.report.tables import comparison_md
 from interp_causal.tasks import CausalGraph, InContextTask, bayes, count_softmax_floor, cross_entropy
-from interp_causal.training import get_recipe, make_config
+from interp_causal.training import RunDir, get_recipe, make_config, train_run
 
-PROFILES = ("quick", "paper", "tiny")
 EXPERIMENTS: dict[str, Callable[..., dict]] = {}
 TINY = dict(steps=24, batch_size=64, eval_every=8, test_size=256)
 
@@ -46,13 +46,13 @@ def _recipe(name: str, profile: str, quick: dict):
 
 def _train_and_render(task: InContextTask, preset: str, recipe, out: Path, options: dict | None = None,
                       seed: int = 0, probes: bool = True, progress: bool | None = None) -> dict:
-    from interp_causal.probing import train_run
+    from interp_causal.probing import default_callback
     from interp_causal.report import render_run
 
     if out.exists():
         shutil.rmtree(out)
     config = make_config(task, preset, recipe, seed, options)
-    summary = train_run(config, out, probes=probes, progress=progress)
+    summary = train_run(config, out, callbacks=default_callback if probes else (), progress=progress)
     return {**render_run(out), "summary": summary}
 
 
@@ -88,7 +88,7 @@ def multi_parent(profile: str, out: Path, progress: bool | None = None) -> dict:
     task = InContextTask(CausalGraph.two_parent(32), 5, 0.1)
     recipe = _recipe("paper-adamw", profile, dict(steps=5000, eval_every=250, test_size=2**13))
     n = _train_and_render(task, "paper", recipe, out, options={"heads": [2, 1]}, progress=progress)
-    metrics = _metrics(out)
+    metrics = RunDir(out).read_metrics()
     drop = n["drop_step"]
     plateau = None
     if drop:
@@ -128,7 +128,6 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     """Fig. 9: 20 random trees (v2), S=3, T=20, the disentangled transformer, SGD lr 1, constant."""
     from tqdm.auto import tqdm
 
-    from interp_causal.probing import train_run
     from interp_causal.report import analysis, figures
     from interp_causal.training import load_run
 
@@ -142,7 +141,7 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
         graph = CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2)
         task = InContextTask(graph, 3, 0.1)
         run = out / f"graph-{g:02d}"
-        train_run(make_config(task, "paper", recipe, g), run, probes=False, progress=False)
+        train_run(make_config(task, "paper", recipe, g), run, progress=False)
         _, model, _, _ = load_run(run)
         s = analysis.parent_scores(analysis.position_attention(model, 0), graph)[0]
         per_graph.append(s["mass"])
@@ -153,7 +152,7 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     mean, std = float(t.mean()), float(t.std()) if len(per_graph) > 1 else 0.0
     pos_mean = [float(torch.tensor(v).mean()) if v else None for v in by_pos]
     pos_std = [float(torch.tensor(v).std()) if len(v) > 1 else None for v in by_pos]
-    figures.by_position(pos_mean, pos_std, out / "figures" / "parent_attention_by_position.png",
+    figures.by_position(pos_mean, pos_std, RunDir(out).figure("parent_attention_by_position.png"),
                         f"{n_graphs} random trees (v2), S=3, T=20: softmax(A(1)) mass on the true parent",
                         reference=0.837, reference_label="paper: mean over graphs 0.837")
     numbers = {"per_graph": per_graph, "by_position_mean": pos_mean, "by_position_std": pos_std,
@@ -201,7 +200,7 @@ def gradient(profile: str, out: Path, progress: bool | None = None) -> dict:
               (descent / descent.abs().amax(-1, keepdim=True).clamp_min(1e-30)).masked_fill(later, float("nan"))),
              ("chi-square mutual information (Monte Carlo)", mi.masked_fill(later, float("nan"))),
              ("E[pi(s_i | s_j) / f(s_i)], f: in-context frequency", affinity.masked_fill(later, float("nan")))],
-            out / "figures" / name_png, f"{name}, S=10, T=20: the first gradient step against information",
+            RunDir(out).figure(name_png), f"{name}, S=10, T=20: the first gradient step against information",
             center=[False, True, False, False])
         numbers["figures"].append(name_png)
         numbers[name] = {"argmax_on_parent": on_parent, "spearman_vs_mi": rec["spearman"].value,
@@ -243,43 +242,36 @@ def _argmax_on_parent(descent: torch.Tensor, graph: CausalGraph) -> float:
     return sum(int(descent[i, :i].argmax()) == p for i, p in rows) / len(rows)
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    from probes import read_jsonl
-
-    return read_jsonl(run_dir / "metrics.jsonl")
-
-
 def reproduce(name: str, profile: str = "quick", out: str | Path | None = None, graph: str | None = None,
               progress: bool | None = None) -> dict:
     """Run experiment ``name`` at ``profile`` into ``out`` (default ``runs/reproduce/NAME[-GRAPH]-PROFILE``);
-    write ``summary.json`` and ``report.md`` there and return the summary."""
-    from interp_causal.training.checkpoint import atomic_write, write_json
-
+    write ``reproduction.json`` (rows beside the paper's, the numbers behind them) and ``report.md``
+    there and return what ``reproduction.json`` holds."""
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment: unknown {name!r}; expected one of {', '.join(EXPERIMENTS)}")
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
     if graph is not None and name != "chain":
         raise ValueError(f"graph: only the chain experiment takes --graph (chain, icl, random), not {name}")
-    if graph is not None and graph not in ("chain", "icl", "random"):
-        raise ValueError(f"graph: expected chain, icl or random, got {graph!r}")
+    if graph is not None and graph not in CHAIN_EXPERIMENT_GRAPHS:
+        raise ValueError(f"graph: expected one of {CHAIN_EXPERIMENT_GRAPHS}, got {graph!r}")
     label = name if graph in (None, "chain") else f"{name}-{graph}"
     out = Path(out) if out is not None else Path("runs") / "reproduce" / f"{label}-{profile}"
     started = time.perf_counter()
     kwargs = {"graph": graph} if graph is not None else {}
     result = EXPERIMENTS[name](profile, out, progress=progress, **kwargs)
-    summary = {"experiment": label, "profile": profile, "wall_s": round(time.perf_counter() - started, 1),
-               "threads": torch.get_num_threads(), "rows": result["rows"], "numbers": result["numbers"]}
-    write_json(out / "summary.json", json.loads(json.dumps(summary, default=float)))
+    reproduction = {"experiment": label, "profile": profile, "wall_s": round(time.perf_counter() - started, 1),
+                    "threads": torch.get_num_threads(), "rows": result["rows"], "numbers": result["numbers"]}
+    run = RunDir(out)
+    run.write_reproduction(json.loads(json.dumps(reproduction, default=float)))
     if "title" in result["numbers"]:  # a training run drawn by render_run: its report, opened by the table
         from interp_causal.report.run_report import write_report
 
         write_report(out, result["numbers"])
     else:
-        text = comparison_md(summary) + _figures_md(result["numbers"].get("figures", []))
-        atomic_write(out / "report.md", lambda f: f.write(text.encode()))
-    return summary
+        run.write_report(comparison_md(reproduction) + _figures_md(result["numbers"].get("figures", [])))
+    return reproduction
 
 
 def _figures_md(names: list[str]) -> str:
-    return "\n".join(f"![{n}](figures/{n})\n" for n in names)
+    return "\n".join(f"![{n}]({RunDir.FIGURES}/{n})\n" for n in names)

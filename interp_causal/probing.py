@@ -1,7 +1,9 @@
-"""Probing training runs: the task-aware glue around ``probes``, which knows nothing of tasks.
+"""The glue between runs and ``probes`` (which knows nothing of tasks): which suite, on which batch.
 
-``default_callback`` probes a run while it trains (``probes.jsonl``); ``probe_run`` probes a
-saved checkpoint with the full suite, scikit-learn's linear copying probe included.
+``default_callback(trainer)`` probes a run while it trains (pass it to ``train_run(...,
+callbacks=default_callback)``; it writes ``probes.jsonl`` and adds ``mechanisms`` to the summary);
+``probe_run`` probes a saved checkpoint with the full suite, scikit-learn's linear copying probe
+included; ``mechanism_lines`` prints what the summary found.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from interp_causal.tasks import Batch, InContextTask, bayes
+from interp_causal.tasks import InContextTask, TaskBatch, bayes
+from interp_causal.training import RunDir
 
 PROBE_SEED_OFFSET = 2_000_003  # the probe batch never shares a stream with training or test data
 PROBE_EVERY = 50
@@ -19,7 +22,7 @@ PROBE_EVERY = 50
 PROBE_BATCH = 128
 
 
-def probe_batch(task: InContextTask, n: int, seed: int) -> Batch:
+def probe_batch(task: InContextTask, n: int, seed: int) -> TaskBatch:
     """A fixed batch for probing, seeded apart from the training and test streams."""
     return task.sample(n, torch.Generator().manual_seed(seed + PROBE_SEED_OFFSET))
 
@@ -36,45 +39,15 @@ def default_schedule(every: int = PROBE_EVERY):
 
 def default_callback(trainer, every: int = PROBE_EVERY, batch_size: int = PROBE_BATCH, schedule=None):
     """The default suite (parent attention, graph-aware induction, ridge copying probe) on a fixed
-    batch, written to ``run_dir/probes.jsonl``; ``schedule`` (any ``probes`` schedule) defaults to
+    batch, written to the run's ``probes.jsonl``; ``schedule`` (any ``probes`` schedule) defaults to
     :func:`default_schedule` of ``every``."""
     from probes import ProbeCallback, default_suite
 
     task = trainer.task
     batch = probe_batch(task, batch_size, trainer.seed)
     suite = default_suite(task.graph.parent_lists(), list(task.graph.target_parents))
-    return ProbeCallback(suite, batch.tokens, schedule=default_schedule(every) if schedule is None else schedule)
-
-
-def train_run(config: dict | None, out: str | Path, resume: bool = False, steps: int | None = None,
-              probes: bool = True, progress: bool | None = None) -> dict:
-    """Train a run (``config`` into ``out``, or resume ``out`` up to ``steps``) with the default
-    probe callback; write and return ``summary.json``'s content, mechanisms included."""
-    import time
-
-    from interp_causal.training import resume_run, start_run, summarize
-    from interp_causal.training.checkpoint import write_json
-
-    started = time.perf_counter()
-    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
-    if probes:
-        trainer.callbacks.append(default_callback(trainer))
-    trainer.fit()
-    summary = summarize(trainer)
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
-    found = mechanisms(out) if probes else None
-    if found is not None:
-        summary["mechanisms"] = found
-    write_json(Path(out) / "summary.json", summary)
-    return summary
-
-
-def mechanisms(run_dir: str | Path) -> dict | None:
-    """``probes.summarize`` of a run's ``probes.jsonl`` (None when the run was not probed)."""
-    from probes import summarize
-
-    path = Path(run_dir) / "probes.jsonl"
-    return summarize(path) if path.is_file() else None
+    return ProbeCallback(suite, batch.tokens, schedule=default_schedule(every) if schedule is None else schedule,
+                         filename=RunDir.PROBES)
 
 
 def mechanism_lines(summary: dict | None) -> list[str]:
@@ -104,7 +77,6 @@ def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict
     from probes import BehaviourProbe, LinearCopyingProbe, ProbeSuite, default_suite, summarize
 
     from interp_causal.training import load_run
-    from interp_causal.training.checkpoint import write_json
 
     task, model, _, state = load_run(run_dir)
     batch = probe_batch(task, batch_size, seed)
@@ -116,5 +88,5 @@ def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict
     result = suite.run(model, batch.tokens, reference=bayes(batch.tokens, task))
     summary = summarize(result)
     out = {"step": int(state["step"]), "mechanisms": summary, "records": [r for r in result.to_dicts()]}
-    write_json(Path(run_dir) / "probe_summary.json", out)
+    RunDir(run_dir).write_probe_summary(out)
     return out

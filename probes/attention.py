@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from probes.base import Batch, Probe, pattern_site
-from probes.graph import chain_parents, check_parents, parent_matrix, slot_suffixes
+from probes.base import ForwardProbe, ProbeBatch, pattern_site
+from probes.parents import chain_parents, check_parents, parent_matrix, slot_suffixes
 from probes.records import Record
 from probes.sites import ModelDims
 
@@ -77,7 +77,28 @@ def parent_attention_records(
     return records
 
 
-class ParentAttention(Probe):
+class _GraphAttention(ForwardProbe):
+    """Attention of every head against a parent list, per layer: see :func:`parent_attention_records`.
+    Subclasses say which parent list goes with a sequence length."""
+
+    def parents_for(self, seq_len: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def sites(self, dims: ModelDims) -> list[str]:
+        return [pattern_site(l) for l in self.layer_list(dims)]
+
+    def check(self, batch: ProbeBatch) -> None:
+        check_parents(self.parents_for(batch.seq_len), batch.seq_len, name=f"{self.name}: parents")
+
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
+        parents = self.parents_for(batch.seq_len)
+        out: list[Record] = []
+        for l in self.layer_list(batch.dims):
+            out += parent_attention_records(self.name, l, acts[pattern_site(l)], parents)
+        return out
+
+
+class ParentAttention(_GraphAttention):
     """How much each head attends from every position to its parents in a given graph.
 
     parents: one list of earlier positions per position (``[]`` for roots), as long as the
@@ -94,30 +115,14 @@ class ParentAttention(Probe):
     def parents_for(self, seq_len: int) -> list[list[int]]:
         return self.parents
 
-    def sites(self, dims: ModelDims) -> list[str]:
-        return [pattern_site(l) for l in self.layer_list(dims)]
 
-    def check(self, batch: Batch) -> None:
-        check_parents(self.parents_for(batch.seq_len), batch.seq_len, name=f"{self.name}: parents")
-
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
-        parents = self.parents_for(batch.seq_len)
-        out: list[Record] = []
-        for l in self.layer_list(batch.dims):
-            out += parent_attention_records(self.name, l, acts[pattern_site(l)], parents)
-        return out
-
-
-class PreviousTokenAttention(ParentAttention):
+class PreviousTokenAttention(_GraphAttention):
     """Parent attention on the chain graph ``parents[i] = [i - 1]``, for any sequence length.
 
     Its ``score`` equals TransformerLens ``detect_head(..., "previous_token_head")`` ("mul").
     """
 
     name = "previous_token"
-
-    def __init__(self, layers: Sequence[int] | None = None):
-        Probe.__init__(self, layers)
 
     def parents_for(self, seq_len: int) -> list[list[int]]:
         return chain_parents(seq_len)

@@ -1,9 +1,12 @@
-"""What every probe is: settings in the constructor, the sites it reads, records from activations.
+"""What every probe is: settings in the constructor, then records from a model and a batch.
 
-A *forward* probe declares its sites with :meth:`Probe.sites` and turns captured activations into
-records with :meth:`Probe.compute`; a :class:`~probes.suite.ProbeSuite` runs all forward probes in
-one pass. A probe with ``pass_kind = "own"`` (gradients, weights) instead implements
-:meth:`Probe.run` and does its own pass, or none.
+Two kinds, two small base classes:
+
+- :class:`ForwardProbe` declares the sites it reads (:meth:`~ForwardProbe.sites`) and turns the
+  captured activations into records (:meth:`~ForwardProbe.compute`); a
+  :class:`~probes.suite.ProbeSuite` runs all of them in one forward pass.
+- :class:`OwnPassProbe` (gradients, weights) does its own pass, or none, in
+  :meth:`~OwnPassProbe.run`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from probes.sites import ModelDims, SiteMap
 
 
 @dataclass
-class Batch:
+class ProbeBatch:
     """What a probe sees besides activations: tokens ``[batch, pos]``, per-batch context
     (e.g. ``reference`` ``[batch, vocab]``), the model's dims, logits ``[batch, pos, vocab]`` of the
     suite's forward pass (None before it), and the site map."""
@@ -44,10 +47,10 @@ class Batch:
 
 
 class Probe:
-    """Base class. Subclasses set ``name`` (the record's ``probe`` field) and override what they use."""
+    """What both kinds share: ``name`` (the record's ``probe`` field), the layers probed, and a
+    check of the batch before any pass. Subclass :class:`ForwardProbe` or :class:`OwnPassProbe`."""
 
     name = "probe"
-    pass_kind = "forward"  # "forward": reads the suite's single pass; "own": runs its own pass
 
     def __init__(self, layers: Sequence[int] | None = None):
         self.layers = _check_layers(layers)
@@ -62,18 +65,28 @@ class Probe:
             raise ValueError(f"{type(self).__name__}.layers: {bad} out of range for a {dims.n_layers}-layer model")
         return layers
 
+    def check(self, batch: ProbeBatch) -> None:
+        """Validate the batch and context before any forward pass; raise ValueError/TypeError."""
+
+
+class ForwardProbe(Probe):
+    """A probe that reads the suite's one forward pass: the sites it needs, then records."""
+
     def sites(self, dims: ModelDims) -> list[str]:
         """Canonical sites this probe reads from the suite's forward pass."""
         return []
 
-    def check(self, batch: Batch) -> None:
-        """Validate the batch and context before any forward pass; raise ValueError/TypeError."""
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
+        """Records from the captured activations ``{site: tensor}`` and the batch."""
+        raise NotImplementedError(f"{type(self).__name__}: a ForwardProbe must define compute()")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
-        raise NotImplementedError(f"{type(self).__name__} is a forward probe without compute()")
 
-    def run(self, model: nn.Module, batch: Batch) -> list[Record]:
-        raise NotImplementedError(f"{type(self).__name__} runs in the suite's pass; it has no run()")
+class OwnPassProbe(Probe):
+    """A probe that runs after the shared pass and does its own (a backward pass), or none (weights)."""
+
+    def run(self, model: nn.Module, batch: ProbeBatch) -> list[Record]:
+        """Records from the model itself; leave its mode and parameters as found."""
+        raise NotImplementedError(f"{type(self).__name__}: an OwnPassProbe must define run()")
 
 
 def pattern_site(layer: int) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from probes.base import Batch, Probe
+from probes.base import ForwardProbe, ProbeBatch
 from probes.inputs import check_distribution
 from probes.records import Record
 
@@ -33,7 +33,7 @@ def strategy_predictions(tokens: torch.Tensor, vocab_size: int, alpha: float = 0
     return {"uniform": torch.full((b, vocab_size), 1.0 / vocab_size), "unigram": smooth(uni), "bigram": smooth(bi)}
 
 
-class BehaviourProbe(Probe):
+class BehaviourProbe(ForwardProbe):
     """The model's last-position prediction against a reference and the in-context strategies.
 
     Metrics (``layer = head = None``): ``kl_to_uniform``, ``kl_to_unigram``, ``kl_to_bigram``; and,
@@ -50,13 +50,13 @@ class BehaviourProbe(Probe):
             raise ValueError(f"alpha: expected a positive pseudo-count, got {alpha!r}")
         self.alpha = alpha
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         if batch.seq_len < 3:
             raise ValueError(f"tokens: {self.name} needs sequences of length >= 3, got {batch.seq_len}")
         if "reference" in batch.context:
             check_distribution(batch.context["reference"], "reference", batch.tokens.shape[0])
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
         log_q = batch.logits[:, -1].detach().float().cpu().log_softmax(-1)
         V = log_q.shape[-1]
         out = []
@@ -69,7 +69,7 @@ class BehaviourProbe(Probe):
         return out
 
 
-class ICLScore(Probe):
+class ICLScore(ForwardProbe):
     """In-context-learning score (Olsson et al. 2022): next-token loss late in the context minus early.
 
     The loss at position ``t`` is ``-log model(s_{t+1} | s_{<=t})``, averaged over the batch.
@@ -89,13 +89,13 @@ class ICLScore(Probe):
         late = T - 2 if self.late is None else self.late
         return early, late
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         T = batch.seq_len
         early, late = self._positions(T)
         if not 0 <= early < late <= T - 2:
             raise ValueError(f"early, late: expected 0 <= early < late <= {T - 2} for sequences of length {T}, got {early}, {late}")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
         log_q = batch.logits[:, :-1].detach().float().cpu().log_softmax(-1)  # [batch, T-1, V]
         nll = -log_q.gather(-1, batch.tokens[:, 1:, None].cpu()).squeeze(-1).mean(0)  # [T-1]
         early, late = self._positions(batch.seq_len)

@@ -16,15 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from probes.base import Batch, Probe, resid_post_site
-from probes.graph import check_parents, max_in_degree
+from probes.base import ForwardProbe, OwnPassProbe, ProbeBatch, resid_post_site
+from probes.parents import check_parents, max_parents
 from probes.records import Record
 from probes.sites import ModelDims
 
 SOLVERS = ("logistic", "ridge")
 
 
-class LinearCopyingProbe(Probe):
+class LinearCopyingProbe(ForwardProbe):
     """Decode each position's parent token from ``blocks.{l}.hook_resid_post`` ``[batch, pos, d_model]``.
 
     parents: the task's parent list. solver: ``"logistic"`` (scikit-learn multinomial logistic
@@ -51,7 +51,7 @@ class LinearCopyingProbe(Probe):
     ):
         super().__init__(layers)
         self.parents = check_parents(parents)
-        if max_in_degree(self.parents) == 0:
+        if max_parents(self.parents) == 0:
             raise ValueError("parents: the graph has no edges, so there is no parent token to decode")
         if solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
@@ -64,19 +64,19 @@ class LinearCopyingProbe(Probe):
     def sites(self, dims: ModelDims) -> list[str]:
         return [resid_post_site(l) for l in self.layer_list(dims)]
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         check_parents(self.parents, batch.seq_len, name=f"{self.name}: parents")
         if batch.tokens.shape[0] < 2:
             raise ValueError(f"tokens: {self.name} needs at least 2 sequences to hold some out, got {batch.tokens.shape[0]}")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
         tokens = batch.tokens
         n_seq = tokens.shape[0]
         gen = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(n_seq, generator=gen)
         n_test = min(n_seq - 1, max(1, round(self.test_fraction * n_seq)))
         test_seq, train_seq = order[:n_test], order[n_test:]
-        k = max_in_degree(self.parents)
+        k = max_parents(self.parents)
         slots = [(0, "")] if k == 1 else [(r, f"_parent{r}") for r in range(k)]
         out: list[Record] = []
         for slot, suffix in slots:
@@ -171,7 +171,7 @@ def copying_score(circuit: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, eig.real.sum(-1) / total, torch.full_like(total, float("nan")))
 
 
-class OVCopyingProbe(Probe):
+class OVCopyingProbe(OwnPassProbe):
     """Weight-space copying per layer and head; runs no forward pass.
 
     Metrics: ``score`` (:func:`copying_score` of the OV circuit, in [-1, 1]; 1 for a pure copier)
@@ -181,7 +181,6 @@ class OVCopyingProbe(Probe):
     """
 
     name = "ov_copying"
-    pass_kind = "own"
 
     def __init__(self, layers: Sequence[int] | None = None, weights: WeightsFn | None = None):
         super().__init__(layers)
@@ -189,7 +188,7 @@ class OVCopyingProbe(Probe):
             raise TypeError(f"weights: expected None or a function model -> dict of weights, got {type(weights).__name__}")
         self.weights = weights
 
-    def run(self, model: nn.Module, batch: Batch) -> list[Record]:
+    def run(self, model: nn.Module, batch: ProbeBatch) -> list[Record]:
         if self.weights is not None:
             weights = self.weights(model)
         else:

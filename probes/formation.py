@@ -15,7 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
-from probes.records import ProbeResult, RecordLike, as_dicts, read_jsonl
+from probes.files import read_jsonl
+from probes.records import ProbeResult, RecordLike, as_dicts
 
 DEFAULT_THRESHOLDS = {"parent_attention": 0.5, "copying": 0.5, "induction": 0.5}
 

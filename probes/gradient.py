@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from probes.base import Batch, Probe, pattern_site
-from probes.graph import check_parents
+from probes.base import OwnPassProbe, ProbeBatch, pattern_site
+from probes.parents import check_parents
 from probes.inputs import check_distribution, check_square, check_tokens
 from probes.records import Record
 from probes.sites import SiteMap, find_site, model_device, run_with_sites
@@ -167,7 +167,7 @@ def chi2_mutual_information(tokens: torch.Tensor, vocab_size: int) -> torch.Tens
     marginals of ``(s_i, s_j)``. tokens: ``[n, T]`` samples of one distribution, or
     ``[groups, n, T]``: the information is computed within each group and averaged over groups.
     For the in-context task a group is a set of sequences sharing one transition table, which
-    gives the theory's prior average of the per-table information (PAPER.md §3); pooling
+    gives the theory's prior average of the per-table information (docs/science.md §3); pooling
     sequences with different tables instead measures the dependence the shared table induces,
     which does not peak at the parent.
     """
@@ -188,7 +188,7 @@ def chi2_mutual_information(tokens: torch.Tensor, vocab_size: int) -> torch.Tens
     return (ratio.sum((-1, -2)) - 1).mean(0).float()
 
 
-class GradientProbe(Probe):
+class GradientProbe(OwnPassProbe):
     """Per head of ``layer``: the score-bias gradient (:func:`score_bias_gradient`) against a given MI.
 
     parents: the task's parent list; mi: ``[T, T]`` mutual information (e.g.
@@ -199,7 +199,6 @@ class GradientProbe(Probe):
     """
 
     name = "gradient_mi"
-    pass_kind = "own"
 
     def __init__(
         self,
@@ -214,12 +213,12 @@ class GradientProbe(Probe):
         self.mi = None if mi is None else check_square(mi, "mi", T)
         self.layer, self.include_diagonal = layer, include_diagonal
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         check_parents(self.parents, batch.seq_len, name=f"{self.name}: parents")
         self.layer_list(batch.dims)
         check_distribution(batch.require("targets", self.name), "targets", batch.tokens.shape[0])
 
-    def run(self, model: nn.Module, batch: Batch) -> list[Record]:
+    def run(self, model: nn.Module, batch: ProbeBatch) -> list[Record]:
         grad = score_bias_gradient(model, batch.tokens, batch.context["targets"], self.layer, batch.site_map)
         out: list[Record] = []
         cmp = compare_to_mi(grad, self.mi, self.parents, self.include_diagonal) if self.mi is not None else None

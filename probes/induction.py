@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 
 from probes.attention import pattern_score
-from probes.base import Batch, Probe, pattern_site
-from probes.graph import check_parents
+from probes.base import ForwardProbe, ProbeBatch, pattern_site
+from probes.parents import check_parents
 from probes.records import Record
 from probes.sites import ModelDims
 
@@ -55,7 +55,7 @@ def _strictly_lower(T: int, device: torch.device | None = None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)
 
 
-class InductionProbe(Probe):
+class InductionProbe(ForwardProbe):
     """Classic induction-related scores per layer and head.
 
     Metrics: ``prefix_matching`` and ``duplicate_token``, the TransformerLens ``detect_head``
@@ -85,7 +85,7 @@ class InductionProbe(Probe):
     def sites(self, dims: ModelDims) -> list[str]:
         return [pattern_site(l) for l in self.layer_list(dims)]
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         if self.period is not None:
             T = batch.seq_len
             if 2 * self.period > T:
@@ -94,7 +94,7 @@ class InductionProbe(Probe):
             if not torch.equal(tail, batch.tokens[:, T - 2 * self.period : T - self.period]):
                 raise ValueError(f"tokens: with period={self.period} the last {self.period} positions must repeat the ones before them")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
         tokens = batch.tokens
         kw = dict(exclude_bos=self.exclude_bos, exclude_current_token=self.exclude_current_token)
         prefix = induction_pattern(tokens)
@@ -127,7 +127,7 @@ def graph_match_mask(
     return mask
 
 
-class GraphInductionProbe(Probe):
+class GraphInductionProbe(ForwardProbe):
     """Graph-aware induction: attention mass from the last position onto positions whose parent
     tokens match the query (see the module docstring), per layer and head.
 
@@ -167,10 +167,10 @@ class GraphInductionProbe(Probe):
     def sites(self, dims: ModelDims) -> list[str]:
         return [pattern_site(l) for l in self.layer_list(dims)]
 
-    def check(self, batch: Batch) -> None:
+    def check(self, batch: ProbeBatch) -> None:
         check_parents(self.parents, batch.seq_len, name=f"{self.name}: parents")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: Batch) -> list[Record]:
+    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
         mask = graph_match_mask(batch.tokens, self.parents, self.query_parents).float()
         used = mask.sum(-1) > 0
         n = int(used.sum())

@@ -8,13 +8,14 @@ a record is always one JSON line. NaN becomes ``null`` in JSON.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
+
+from probes.files import append_jsonl, jsonl_text
 
 FIELDS = ("probe", "layer", "head", "metric", "value")
 
@@ -58,35 +59,7 @@ def as_dicts(records: Iterable[RecordLike]) -> list[dict[str, Any]]:
 
 def jsonl_lines(records: Iterable[RecordLike], **fields: Any) -> str:
     """Records as JSON lines (one ``\\n``-terminated line each), with ``fields`` added to every line."""
-    return "".join(json.dumps(_jsonable({**row, **fields}), allow_nan=False) + "\n" for row in as_dicts(records))
-
-
-def append_jsonl(path: str | os.PathLike, text: str) -> None:
-    """Append ``text`` (whole lines) to ``path`` with one ``write`` on an append-mode descriptor.
-
-    A reader never sees a line this call half wrote: the bytes go out in one system call, in
-    append mode, and are flushed to the OS before returning.
-    """
-    data = text.encode("utf-8")
-    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        while written < len(data):  # a short write is legal; keep going rather than truncate a line
-            written += os.write(fd, data[written:])
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (e.g. a run's ``probes.jsonl``); a torn last line is skipped."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
+    return jsonl_text({**row, **fields} for row in as_dicts(records))
 
 
 class ProbeResult:
@@ -148,14 +121,3 @@ class ProbeResult:
             raise KeyError(f"no records for probe={probe!r}, metric={metric!r}; have {have}")
         return (max if largest else min)(hits, key=lambda r: r.value)
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "tolist"):  # numpy / torch scalars and arrays
-        return _jsonable(x.tolist())
-    return x

@@ -3,7 +3,7 @@
     schedule = every(50) | every(5, start=2000, stop=5000) | at([123])   # denser near a phase change
     step in schedule
 
-A :class:`~probes.training.ProbeCallback` also always probes step 0 and the final step.
+A :class:`~probes.callback.ProbeCallback` also always probes step 0 and the final step.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     result.to_frame(); result.best("parent_attention", "mass")
 
 Every forward probe reads the same pass, run under ``torch.no_grad()`` with hooks only at the
-union of their sites (no full activation cache). Probes with ``pass_kind = "own"`` run after it:
+union of their sites (no full activation cache). :class:`~probes.base.OwnPassProbe` probes run after it:
 the gradient probe does its own forward and backward pass, weight-space probes none. The suite
 leaves the model's train/eval mode as it finds it.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probes.base import Batch, Probe
+from probes.base import ForwardProbe, OwnPassProbe, Probe, ProbeBatch
 from probes.inputs import check_tokens
 from probes.records import ProbeResult, Record
 from probes.sites import SiteMap, find_sites, model_device, model_dims, run_with_sites
@@ -32,9 +32,10 @@ class ProbeSuite:
             probes = [probes]
         if not isinstance(probes, Sequence) or not probes:
             raise TypeError(f"probes: expected a non-empty list of Probe instances, got {probes!r}")
-        bad = [p for p in probes if not isinstance(p, Probe)]
+        bad = [p for p in probes if not isinstance(p, (ForwardProbe, OwnPassProbe))]
         if bad:
-            raise TypeError(f"probes: expected Probe instances, got {[type(p).__name__ for p in bad]}")
+            raise TypeError(f"probes: expected Probe instances (ForwardProbe or OwnPassProbe), "
+                            f"got {[type(p).__name__ for p in bad]}")
         self.probes = list(probes)
 
     def __repr__(self) -> str:
@@ -43,7 +44,7 @@ class ProbeSuite:
     def sites(self, model: nn.Module, site_map: SiteMap | None = None) -> list[str]:
         """The canonical sites the forward probes read on ``model`` (in first-use order)."""
         dims = model_dims(model, site_map)
-        return list(dict.fromkeys(s for p in self.probes if p.pass_kind == "forward" for s in p.sites(dims)))
+        return list(dict.fromkeys(s for p in self.probes if isinstance(p, ForwardProbe) for s in p.sites(dims)))
 
     def run(self, model: nn.Module, tokens: torch.Tensor, site_map: SiteMap | None = None, **context: Any) -> ProbeResult:
         """Run every probe on ``tokens`` ``[batch, pos]``; ``context`` holds per-batch data such as
@@ -52,9 +53,9 @@ class ProbeSuite:
         device = model_device(model)
         if device is not None:
             tokens = tokens.to(device)
-        batch = Batch(tokens, dict(context), model_dims(model, site_map), site_map=site_map)
-        forward = [p for p in self.probes if p.pass_kind == "forward"]
-        own = [p for p in self.probes if p.pass_kind != "forward"]
+        batch = ProbeBatch(tokens, dict(context), model_dims(model, site_map), site_map=site_map)
+        forward = [p for p in self.probes if isinstance(p, ForwardProbe)]
+        own = [p for p in self.probes if isinstance(p, OwnPassProbe)]
         sites = self.sites(model, site_map)
         find_sites(model, sites, site_map)  # a missing site fails here, before any work
         for p in self.probes:

@@ -1,4 +1,4 @@
-"""The theorem's key step (PAPER.md §3): on the reduced model at its starting point (``A^(1) = 0``,
+"""The theorem's key step (docs/science.md §3): on the reduced model at its starting point (``A^(1) = 0``,
 ``A^(2) = beta_0 I``), the descent direction of the first layer's position block puts every
 non-root position's weight on its parent.
 

@@ -1,12 +1,20 @@
 """Tests of the models: the paper's disentangled transformer against a plain-torch CatFormer
-written out here from PAPER.md §2, what training may change, and the presets' hooks."""
+written out here from docs/science.md §2, what training may change, and the presets' hooks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from interp_causal.models import PRESETS, attention_matrices, build_model, check_model_matches_task, paper_model, readout
+from interp_causal.models import (
+    PRESETS,
+    attention_matrices,
+    build_model,
+    check_model_matches_task,
+    paper_layout,
+    paper_model,
+    readout,
+)
 from interp_causal.tasks import CausalGraph, InContextTask
 
 
@@ -15,7 +23,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------
-# the reference: PAPER.md §2 (official CatFormer) in plain torch, float64
+# the reference: docs/science.md §2 (official CatFormer) in plain torch, float64
 # ---------------------------------------------------------------------------------------------
 def catformer_logprobs(tokens: torch.Tensor, As: list[list[torch.Tensor]], W: torch.Tensor, S: int) -> torch.Tensor:
     """log softmax(W^T H_{T-1}) with x_i = [onehot(s_i); onehot(i)] and, per layer,
@@ -68,7 +76,7 @@ def test_paper_model_equals_the_catformer_formula(heads, graph):
     model = paper_model(task, heads=heads)
     ws = widths(S, T, heads)
     assert model.cfg.d_model == ws[-1]
-    assert tuple(model.paper_layout.widths) == tuple(ws)
+    assert tuple(paper_layout(model).widths) == tuple(ws)
     assert tuple(model.W_U.shape) == (ws[-1], S)
     As, W = set_random_A_and_W(model, S, T, heads, seed=1)
     tokens = torch.randint(0, S, (n, T), generator=gen(2))

@@ -14,7 +14,7 @@ TOKENS = torch.randint(0, 5, (6, 12), generator=torch.Generator().manual_seed(5)
 
 
 def _bayes_chain(tokens, vocab, alpha):
-    """PAPER.md's Dirichlet-posterior estimator for the chain graph with the query at the last position."""
+    """docs/science.md's Dirichlet-posterior estimator for the chain graph with the query at the last position."""
     out = []
     for seq in tokens.tolist():
         q, ctx = seq[-1], seq[:-1]

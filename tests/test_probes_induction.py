@@ -7,7 +7,7 @@ import torch
 
 from probes import GraphInductionProbe, InductionProbe, ModelDims, duplicate_token_pattern, induction_pattern
 from probes import repeated_random_tokens
-from probes.base import Batch
+from probes.base import ProbeBatch
 
 TOKENS = torch.randint(0, 4, (5, 11), generator=torch.Generator().manual_seed(0))  # small vocab: many repeats
 
@@ -40,7 +40,7 @@ def test_repeat_stripe_by_loops():
     assert tokens.shape == (3, 11) and torch.equal(tokens[:, 1:6], tokens[:, 6:])
     pattern = _random_pattern(3, 2, 11, seed=2)
     probe = InductionProbe(period=period)
-    batch = Batch(tokens, {}, ModelDims(1, 2))
+    batch = ProbeBatch(tokens, {}, ModelDims(1, 2))
     probe.check(batch)
     got = {r.head: r.value for r in probe.compute({"blocks.0.attn.hook_pattern": pattern}, batch) if r.metric == "repeat"}
     for h in range(2):
@@ -60,7 +60,7 @@ def test_graph_induction_single_and_multi_parent_by_loops():
     }
     for name, (parents, query_parents) in cases.items():
         probe = GraphInductionProbe(parents, query_parents)
-        batch = Batch(tokens, {}, ModelDims(1, 2))
+        batch = ProbeBatch(tokens, {}, ModelDims(1, 2))
         records = probe.compute({"blocks.0.attn.hook_pattern": pattern}, batch)
         got = {(r.head, r.metric): r for r in records}
         qp = [t - 1] if query_parents is None else query_parents
@@ -84,7 +84,7 @@ def test_graph_induction_without_any_match_is_nan_and_bad_query_is_rejected():
     parents = [[], [0], [1]]
     tokens = torch.tensor([[0, 0, 1]])  # the only key (2) has parent token 0, the query token is 1
     probe = GraphInductionProbe(parents)
-    rec = probe.compute({"blocks.0.attn.hook_pattern": _random_pattern(1, 1, 3, 0)}, Batch(tokens, {}, ModelDims(1)))
+    rec = probe.compute({"blocks.0.attn.hook_pattern": _random_pattern(1, 1, 3, 0)}, ProbeBatch(tokens, {}, ModelDims(1)))
     assert all(math.isnan(r.value) and r.extra["n_sequences"] == 0 for r in rec)
     with pytest.raises(ValueError, match="query_parents"):
         GraphInductionProbe(parents, query_parents=[3])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_causal.models import paper_model, standard_model, structured
+from interp_causal.models import paper_layout, paper_model, standard_model, structured
 from interp_causal.tasks import CausalGraph, InContextTask
 from interp_causal.training import Recipe, Trainer, last_position_loss
 
@@ -27,7 +27,7 @@ def two_parent_task(T: int = 16, S: int = 5) -> InContextTask:
 def randomise(model, seed: int, scale: float = 1.0) -> None:
     """Random A blocks (every head of every layer) and a random readout W."""
     g = torch.Generator().manual_seed(seed)
-    layout = model.paper_layout
+    layout = paper_layout(model)
     with torch.no_grad():
         for layer, m in enumerate(layout.heads):
             w = layout.widths[layer]

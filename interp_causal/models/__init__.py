@@ -1,6 +1,14 @@
-"""Models for the in-context causal tasks, as TransformerLens models (PAPER.md §2)."""
+"""Models for the in-context causal tasks, as TransformerLens models (docs/science.md §2)."""
 
-from interp_causal.models.paper import PaperLayout, attention_matrices, paper_config, paper_model, readout
+from interp_causal.models.paper import (
+    PaperLayout,
+    attention_matrices,
+    is_paper_model,
+    paper_config,
+    paper_layout,
+    paper_model,
+    readout,
+)
 from interp_causal.models.presets import PRESETS, build_model, check_model_matches_task, standard_config, standard_model
 
 __all__ = [
@@ -9,7 +17,9 @@ __all__ = [
     "attention_matrices",
     "build_model",
     "check_model_matches_task",
+    "is_paper_model",
     "paper_config",
+    "paper_layout",
     "paper_model",
     "readout",
     "standard_config",

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-BACKENDS = ("hooked", "bridge")
+from interp_causal.names import BACKENDS
 
 
 def default_backend() -> str:

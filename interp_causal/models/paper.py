@@ -1,4 +1,4 @@
-"""The paper's disentangled transformer as a TransformerLens ``HookedTransformer`` (PAPER.md §2).
+"""The paper's disentangled transformer as a TransformerLens ``HookedTransformer`` (docs/science.md §2).
 
 The official ``CatFormer`` embeds ``x_i = [onehot(s_i); onehot(i)]`` (width ``d_0 = S + T``) and
 each layer *concatenates* its heads' outputs, ``H <- [H, attn(H; A_1), ..., attn(H; A_m)]`` with
@@ -19,6 +19,7 @@ gradients further, to the blocks the theorem trains.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,18 +84,18 @@ def _check_heads(heads: object) -> tuple[int, ...]:
     return out
 
 
-def paper_config(task: InContextTask, heads: Sequence[int] = (1, 1)) -> dict:
-    """``HookedTransformerConfig`` keyword arguments of the disentangled transformer for ``task``."""
-    layout = PaperLayout(task.vocab_size, task.seq_len, _check_heads(heads))
-    n_heads = max(layout.heads)
+def paper_config(task: InContextTask | PaperLayout, heads: Sequence[int] = (1, 1)) -> dict:
+    """``HookedTransformerConfig`` keyword arguments of the disentangled transformer for ``task``
+    with ``heads`` per layer (or for a ready ``PaperLayout``, whose heads it keeps)."""
+    layout = task if isinstance(task, PaperLayout) else PaperLayout(task.vocab_size, task.seq_len, _check_heads(heads))
     return dict(
         n_layers=len(layout.heads),
         d_model=layout.d_model,
         d_head=layout.d_head,
-        n_heads=n_heads,
-        n_ctx=task.seq_len,
-        d_vocab=task.vocab_size,
-        d_vocab_out=task.vocab_size,
+        n_heads=max(layout.heads),
+        n_ctx=layout.seq_len,
+        d_vocab=layout.vocab_size,
+        d_vocab_out=layout.vocab_size,
         attn_only=True,
         normalization_type=None,
         positional_embedding_type="standard",
@@ -116,7 +117,7 @@ def paper_model(
     seed: int = 0,
     backend: str | None = None,
 ):
-    """The disentangled transformer of PAPER.md §2 as a ``HookedTransformer``.
+    """The disentangled transformer of docs/science.md §2 as a ``HookedTransformer``.
 
     heads: heads per layer, ``(1, 1)`` for single-parent graphs, ``(2, 1)`` or ``(k, 1)`` for
     ``k`` parents. init: ``"zero"`` (the paper's single-parent runs) or ``"normal"``
@@ -136,11 +137,8 @@ def paper_model(
         raise ValueError(f"init: expected one of {INITS}, got {init!r}")
     if reduced and layout.heads != (1, 1):
         raise ValueError(f"heads: the reduced model has one head per layer, (1, 1); got {tuple(heads)}")
-    cfg = paper_config(task, layout.heads)
     weights, trainable = paper_weights(layout, init, init_scale, reduced, beta0, seed)
-    model = instantiate(cfg, weights, trainable, backend=backend)
-    model.paper_layout = layout
-    return model
+    return instantiate(paper_config(layout), weights, trainable, backend=backend)
 
 
 def paper_weights(
@@ -196,9 +194,90 @@ def _block_mask(like: torch.Tensor, index: tuple) -> torch.Tensor:
     return mask
 
 
+# ---- recognising a paper model -----------------------------------------------------------------
+# The fixed weights (embeddings, W_K, W_V, W_O, biases) and the config determine the disentangled
+# transformer; W_Q (the A blocks) and W_U (the readout) are free. A model is a paper model when its
+# fixed weights are exactly a layout's, whoever built it, on either backend, after any reload.
+_FIXED = ("W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
+_CFG_KEYS = ("n_layers", "d_model", "d_head", "n_heads", "n_ctx", "d_vocab", "attn_only", "normalization_type",
+             "use_attn_scale", "positional_embedding_type")
+_recognised: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def paper_layout(model) -> PaperLayout | None:
+    """The layout of the disentangled transformer that ``model`` computes, or None when it is not one.
+
+    Read off the model itself (heads per layer: the heads whose ``W_K`` is not zero), then checked:
+    the config and every fixed weight must equal the layout's. Cached until a fixed weight changes
+    (torch's version counters), so calling it every training step costs a dictionary look-up.
+    """
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(model, "blocks") or not getattr(cfg, "attn_only", False):
+        return None
+    try:
+        tensors = _fixed_tensors(model)
+    except AttributeError:
+        return None
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    cached = _recognised.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    layout = _infer_layout(model, cfg, tensors)
+    _recognised[model] = (key, layout)
+    return layout
+
+
+def is_paper_model(model) -> bool:
+    """``model`` computes the paper's disentangled transformer (see :func:`paper_layout`)."""
+    return paper_layout(model) is not None
+
+
+def _fixed_tensors(model) -> list[torch.Tensor]:
+    tensors = [model.W_E, model.W_pos]
+    for block in model.blocks:
+        tensors += [getattr(block.attn, name) for name in _FIXED]
+    return tensors
+
+
+def _infer_layout(model, cfg, tensors: list[torch.Tensor]) -> PaperLayout | None:
+    heads = []
+    for block in model.blocks:
+        nonzero = [bool(block.attn.W_K[h].detach().any()) for h in range(cfg.n_heads)]
+        m = sum(nonzero)
+        if m == 0 or any(nonzero[m:]):  # the heads of a layer come first; the rest write nothing
+            return None
+        heads.append(m)
+    try:
+        layout = PaperLayout(cfg.d_vocab, cfg.n_ctx, tuple(heads))
+    except (TypeError, ValueError):
+        return None
+    want = paper_config(layout)
+    if any(getattr(cfg, k, None) != want[k] for k in _CFG_KEYS):
+        return None
+    if getattr(cfg, "d_vocab_out", layout.vocab_size) not in (-1, layout.vocab_size):
+        return None
+    if getattr(cfg, "attn_scores_soft_cap", -1.0) not in (-1, -1.0, None):
+        return None
+    weights, _ = paper_weights(layout)
+    names = ["embed.W_E", "pos_embed.W_pos"] + [f"blocks.{l}.attn.{k}" for l in range(len(heads)) for k in _FIXED]
+    for name, t in zip(names, tensors):
+        w = weights[name]
+        if t.shape != w.shape or not torch.equal(t.detach().cpu().to(w.dtype), w):
+            return None
+    return layout
+
+
+def _layout_of(model) -> PaperLayout:
+    layout = paper_layout(model)
+    if layout is None:
+        raise TypeError(f"model: expected the paper's disentangled transformer (paper_model), got a "
+                        f"{type(model).__name__} whose fixed weights are not a paper layout's")
+    return layout
+
+
 def attention_matrices(model, layer: int) -> torch.Tensor:
     """The ``A`` matrices of a paper model's layer, ``[heads, d_in, d_in]`` (``W_Q`` read back)."""
-    layout: PaperLayout = model.paper_layout
+    layout = _layout_of(model)
     d_in = layout.widths[layer]
     m = layout.heads[layer]
     return model.blocks[layer].attn.W_Q.detach()[:m, :d_in, :d_in].clone()

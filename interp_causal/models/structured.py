@@ -1,4 +1,4 @@
-"""A structured training path for the paper's disentangled transformer (PAPER.md §2).
+"""A structured training path for the paper's disentangled transformer (docs/science.md §2).
 
 The ``HookedTransformer`` view of the paper model is dense: width ``d_model = 4 (S + T)``, every
 projection a full matmul, about 7 GFLOP per training step at batch 1024 (S = 10, T = 20). The
@@ -19,89 +19,69 @@ gradients land in the hooked model's own parameters (gradient-mask hooks of the 
 apply as usual), no weights are ever copied or synchronised, and the hooked model stays the
 object that users, probes and checkpoints see.
 
-:func:`supports` says when the path applies: a paper model (``model.paper_layout``) on the hooked
-backend, no hook attached to any hook point, and every fixed weight (embeddings, ``W_K``, ``W_V``,
-``W_O``, biases) still at its layout value (checked once per change of those tensors, through
-their version counters). Otherwise callers use the generic ``model(tokens)``.
+:func:`supports` says when the path applies: a ``HookedTransformer`` with no hook attached that
+:func:`~interp_causal.models.paper.is_paper_model` recognises (every fixed weight still at its
+layout's value). The trainer chooses its forward explicitly (``Trainer(forward=...)``): ``auto``
+takes this path exactly when :func:`supports` holds, ``structured`` insists on it,
+``hooked`` never takes it.
 """
 
 from __future__ import annotations
 
-import weakref
+import warnings
 
 import torch
 
-_FIXED = ("W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
-_checked: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+from interp_causal.models.paper import is_paper_model, paper_layout
+
+_HOOKED_TRANSFORMER: list = []  # the class, imported once (TransformerLens 3 only)
+
+
+def unsupported_reason(model) -> str | None:
+    """Why :func:`last_logits` would not compute exactly ``model(tokens)[:, -1]``, or None when it does."""
+    if not _is_hooked_transformer(model):
+        return f"it runs on a HookedTransformer, and this model is a {type(model).__name__}"
+    if has_hooks(model):
+        return "the model has hooks attached, which only its own forward runs"
+    if not is_paper_model(model):
+        return "the model is not the paper's disentangled transformer (its fixed weights or config differ)"
+    return None
 
 
 def supports(model) -> bool:
     """True when :func:`last_logits` computes exactly ``model(tokens)[:, -1]`` for ``model``."""
-    layout = getattr(model, "paper_layout", None)
-    if layout is None or type(model).__name__ != "HookedTransformer" or not hasattr(model, "unembed"):
-        return False
+    return unsupported_reason(model) is None
+
+
+def has_hooks(model) -> bool:
+    """Any forward or backward hook on the model or one of its hook points.
+
+    Reads torch's own hook dictionaries: TransformerLens lists the hooks added through
+    ``add_hook`` / ``hooks()``, but a hook registered straight through ``register_forward_hook``
+    appears only in torch's dictionaries, and both must send training to the generic forward.
+    """
     if model._forward_hooks or model._forward_pre_hooks:
-        return False
-    for hook_point in model.hook_dict.values():
-        if hook_point._forward_hooks or hook_point._backward_hooks or hook_point._forward_pre_hooks:
-            return False
-    return _fixed_weights_ok(model, layout)
+        return True
+    return any(hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values())
 
 
-def _fixed_tensors(model) -> list[torch.Tensor]:
-    tensors = [model.embed.W_E, model.pos_embed.W_pos]
-    for block in model.blocks:
-        tensors += [getattr(block.attn, name) for name in _FIXED]
-    return tensors
-
-
-def _fixed_weights_ok(model, layout) -> bool:
-    """The fixed weights equal the layout's (cached until one of them changes)."""
-    tensors = _fixed_tensors(model)
-    key = tuple((t.data_ptr(), t._version) for t in tensors)
-    cached = _checked.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    ok = _matches_layout(model, layout, tensors)
-    _checked[model] = (key, ok)
-    return ok
-
-
-def _matches_layout(model, layout, tensors) -> bool:
-    from interp_causal.models.paper import paper_weights
-
-    cfg = model.cfg
-    want_cfg = {k: v for k, v in paper_config_for_layout(layout).items() if k in _CFG_KEYS}
-    if any(getattr(cfg, k, None) != v for k, v in want_cfg.items()):
-        return False
-    if getattr(cfg, "attn_scores_soft_cap", -1.0) not in (-1, -1.0, None) or getattr(cfg, "positional_embedding_type") != "standard":
-        return False
-    weights, _ = paper_weights(layout)
-    names = ["embed.W_E", "pos_embed.W_pos"] + [f"blocks.{l}.attn.{k}" for l in range(len(layout.heads)) for k in _FIXED]
-    for name, t in zip(names, tensors):
-        w = weights[name]
-        if t.shape != w.shape or not torch.equal(t.detach().cpu().to(w.dtype), w):
-            return False
-    return True
-
-
-_CFG_KEYS = ("n_layers", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out", "attn_only", "normalization_type", "use_attn_scale")
-
-
-def paper_config_for_layout(layout) -> dict:
-    """The ``HookedTransformerConfig`` keywords a paper model with ``layout`` was built from."""
-    n_heads = max(layout.heads)
-    return dict(
-        n_layers=len(layout.heads), d_model=layout.d_model, d_head=layout.d_head, n_heads=n_heads,
-        n_ctx=layout.seq_len, d_vocab=layout.vocab_size, d_vocab_out=layout.vocab_size, attn_only=True,
-        normalization_type=None, use_attn_scale=False,
-    )  # fmt: skip
+def _is_hooked_transformer(model) -> bool:
+    if not _HOOKED_TRANSFORMER:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from transformer_lens import HookedTransformer
+        except ImportError:  # TransformerLens 4 removed it
+            HookedTransformer = None
+        _HOOKED_TRANSFORMER.append(HookedTransformer)
+    cls = _HOOKED_TRANSFORMER[0]
+    return cls is not None and isinstance(model, cls)
 
 
 def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """``model(tokens)[:, -1]`` ``[batch, S]`` of a paper model, computed structurally (see the
     module docstring; call :func:`supports` first). Differentiable in ``W_Q`` and ``W_U``."""
-    layout = model.paper_layout
+    layout = paper_layout(model)
     tokens = tokens.to(model.unembed.W_U.device)
     if len(layout.heads) == 2:
         return _two_layers(model, layout, tokens)

@@ -1,6 +1,6 @@
 """Numbers a report reads off a trained model: learned position attention, batch-averaged
 attention, how much of it lands on the true parents, and where the theory expects the second
-layer's and the readout's weights (PAPER.md §3)."""
+layer's and the readout's weights (docs/science.md §3)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from interp_causal.tasks import CausalGraph
 def position_attention(model, layer: int = 0) -> torch.Tensor:
     """``softmax`` of the position x position block of a paper model's ``A`` per head, causally
     masked: ``[heads, T, T]`` (the "learned graph" the paper plots)."""
-    from interp_causal.models import attention_matrices
+    from interp_causal.models import attention_matrices, paper_layout
 
-    layout = model.paper_layout
+    layout = paper_layout(model)
     S, T = layout.vocab_size, layout.seq_len
     block = attention_matrices(model, layer)[:, S : S + T, S : S + T]
     mask = torch.ones(T, T, dtype=torch.bool).triu(1)
@@ -53,7 +53,9 @@ def parent_scores(attention: torch.Tensor, graph: CausalGraph) -> list[dict]:
 
 def head_slots(scores: list[dict], graph: CausalGraph) -> list[int]:
     """For each first-layer head, the parent slot it attends to most (0 for single-parent graphs)."""
-    k = graph.max_in_degree
+    from probes import max_parents
+
+    k = max_parents(graph.parent_lists())
     if k == 1:
         return [0] * len(scores)
     return [max(range(k), key=lambda r: s.get(f"mass_parent{r}", 0.0)) for s in scores]
@@ -73,7 +75,7 @@ def token_blocks(layout) -> list[tuple[str, int]]:
 
 
 def predicted_blocks(layout, graph: CausalGraph, slots: Sequence[int]):
-    """Where the theory puts the second layer's ``A`` and the readout ``W`` (PAPER.md §3), in the
+    """Where the theory puts the second layer's ``A`` and the readout ``W`` (docs/science.md §3), in the
     coordinates of :func:`token_blocks` (block ``k`` spans ``[k S, (k + 1) S)``): returns
     ``(a2_index, w_index, a2_outlines, w_outlines, ticks)``, the indices selecting the token
     blocks of ``A(2)`` (``[w1, w1]``) and of ``W``'s rows.

@@ -22,15 +22,10 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Write atomically: a temporary file beside ``path``, then a rename."""
-    import os
+    """Write the PNG atomically (a temporary file beside ``path``, then a rename)."""
+    from probes.files import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
 
 
 def _heatmap(ax, mat: torch.Tensor, title: str, xlabel: str, ylabel: str, cmap: str = "viridis", center: bool = False):

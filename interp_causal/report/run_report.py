@@ -6,9 +6,8 @@ from pathlib import Path
 
 from interp_causal.report import analysis, figures
 from interp_causal.report.tables import saved_comparison
+from interp_causal.training import RunDir
 
-FIGURES = "figures"
-REPORT = "report.md"
 SCORE_SOURCES = {  # label on the figure -> summary key of probes.summarize
     "parent attention (layer-0 mass)": "parent_attention",
     "parent copying (probe selectivity)": "copying",
@@ -28,24 +27,23 @@ def drop_step(metrics: list[dict]) -> int | None:
 
 def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict:
     """Write ``figures/*.png`` and ``report.md`` into ``run_dir``; return the numbers they show."""
-    from probes import read_jsonl, summarize
+    from probes import summarize
 
+    from interp_causal.models import is_paper_model, paper_layout
     from interp_causal.probing import probe_batch
     from interp_causal.training import load_run
-    from interp_causal.training.trainer import CHECKPOINT
 
-    run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).is_file() and saved_comparison(run_dir):
-        raise FileNotFoundError(f"run_dir: {run_dir} holds a reproduction without a training run of its own "
-                                f"(no {CHECKPOINT}); run `interp-causal reproduce` again to redraw it")
-    task, model, config, state = load_run(run_dir)
+    run = RunDir(run_dir)
+    if not run.holds_run() and saved_comparison(run.path):
+        raise FileNotFoundError(f"run_dir: {run.path} holds a reproduction without a training run of its own "
+                                f"(no {RunDir.CHECKPOINT}); run `interp-causal reproduce` again to redraw it")
+    task, model, config, state = load_run(run.path)
     graph = task.graph
-    metrics = read_jsonl(run_dir / "metrics.jsonl")
-    probe_path = run_dir / "probes.jsonl"
-    mechanisms = summarize(probe_path) if probe_path.is_file() else None
+    metrics = run.read_metrics()
+    probe_rows = run.read_probes()
+    mechanisms = summarize(probe_rows) if probe_rows is not None else None
     batch = probe_batch(task, batch_size, seed)
     title = f"{graph.name}, S={task.vocab_size}, T={task.seq_len}, {config['model']['preset']}, step {state['step']}"
-    out = run_dir / FIGURES
     numbers: dict = {
         "title": title,
         "step": int(state["step"]),
@@ -60,25 +58,24 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     data = analysis.mean_pattern(model, batch.tokens, 0)
     numbers["data_attention"] = _strip(analysis.parent_scores(data, graph))
     learned = []
-    paper = hasattr(model, "paper_layout")
-    if paper:
+    if is_paper_model(model):
         pos = analysis.position_attention(model, 0)
         scores = analysis.parent_scores(pos, graph)
         numbers["position_attention"] = _strip(scores)
         learned = [(f"learned softmax(A(1)) position block, head {h}", pos[h]) for h in range(pos.shape[0])]
         slots = analysis.head_slots(scores, graph)
-        a2_index, w_index, a2_out, w_out, ticks = analysis.predicted_blocks(model.paper_layout, graph, slots)
+        a2_index, w_index, a2_out, w_out, ticks = analysis.predicted_blocks(paper_layout(model), graph, slots)
         from interp_causal.models import attention_matrices, readout
 
         A2 = attention_matrices(model, 1)[0][a2_index][:, a2_index]
-        figures.blocks(A2, readout(model)[w_index], a2_out, w_out, out / "blocks.png",
+        figures.blocks(A2, readout(model)[w_index], a2_out, w_out, run.figure("blocks.png"),
                        title + ", token features only", ticks[: len(a2_index) // task.vocab_size], ticks)
     data_panels = [(f"layer-1 attention averaged over {batch_size} sequences, head {h}", data[h]) for h in range(data.shape[0])]
-    figures.graph_and_attention(graph.adjacency(), learned, data_panels, out / "graph_attention.png", title)
-    scores, formed = _probe_series(probe_path, mechanisms)
-    figures.training_curves(metrics, scores, formed, out / "training.png", title)
-    numbers["figures"] = sorted(p.name for p in out.glob("*.png"))
-    write_report(run_dir, numbers)
+    figures.graph_and_attention(graph.adjacency(), learned, data_panels, run.figure("graph_attention.png"), title)
+    scores, formed = _probe_series(probe_rows, mechanisms)
+    figures.training_curves(metrics, scores, formed, run.figure("training.png"), title)
+    numbers["figures"] = run.figure_names()
+    write_report(run.path, numbers)
     return numbers
 
 
@@ -87,13 +84,10 @@ def _strip(scores: list[dict]) -> list[dict]:
     return [{k: round(v, 4) for k, v in s.items() if not k.endswith("per_position") and k != "score"} for s in scores]
 
 
-def _probe_series(path: Path, mechanisms: dict | None) -> tuple[dict, dict]:
+def _probe_series(rows: list[dict] | None, mechanisms: dict | None) -> tuple[dict, dict]:
     """The summary's chosen (probe, metric, layer, head) of each mechanism as a step series."""
-    from probes import read_jsonl
-
-    if mechanisms is None:
+    if mechanisms is None or rows is None:
         return {}, {}
-    rows = read_jsonl(path)
     series, formed = {}, {}
     for label, key in SCORE_SOURCES.items():
         # multi-parent graphs: one series per parent slot (``copying`` has only those)
@@ -110,9 +104,7 @@ def _probe_series(path: Path, mechanisms: dict | None) -> tuple[dict, dict]:
 
 def write_report(run_dir: str | Path, numbers: dict) -> None:
     """Write ``run_dir/report.md`` from :func:`render_run`'s ``numbers``, opened by the comparison
-    with the paper when ``run_dir`` holds a reproduction's ``summary.json``."""
-    from interp_causal.training.checkpoint import atomic_write
-
+    with the paper when ``run_dir`` holds a reproduction's ``reproduction.json``."""
     comparison = saved_comparison(run_dir)
     lines = [f"{'##' if comparison else '#'} {numbers['title']}", "", "| quantity | value |", "|---|---|",
              f"| final test loss | {numbers['final_test_loss']:.4f} |",
@@ -138,6 +130,5 @@ def write_report(run_dir: str | Path, numbers: dict) -> None:
         "training.png": "Test loss against Bayes and the baselines, and the probes' scores on the same step axis.",
     }
     for name in numbers["figures"]:
-        lines += [f"![{name}]({FIGURES}/{name})", "", captions.get(name, ""), ""]
-    text = comparison + "\n".join(lines) + "\n"
-    atomic_write(Path(run_dir) / REPORT, lambda f: f.write(text.encode()))
+        lines += [f"![{name}]({RunDir.FIGURES}/{name})", "", captions.get(name, ""), ""]
+    RunDir(run_dir).write_report(comparison + "\n".join(lines) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 HEAD = ("metric", "ours", "paper", "gap", "note")
@@ -26,16 +25,14 @@ def table(rows: list[dict], markdown: bool = False) -> str:
 
 
 def comparison_md(summary: dict) -> str:
-    """Heading and table that open a reproduction's ``report.md``, from its ``summary.json`` contents."""
+    """Heading and table that open a reproduction's ``report.md``, from its ``reproduction.json`` contents."""
     return (f"# {summary['experiment']} ({summary['profile']} profile, {summary['wall_s']} s)\n\n"
             f"{table(summary['rows'], markdown=True)}\n\n")
 
 
 def saved_comparison(run_dir: str | Path) -> str:
-    """:func:`comparison_md` of ``run_dir/summary.json`` when a reproduction wrote it, else ``""``
-    (a plain training run's summary has no rows)."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return ""
-    summary = json.loads(path.read_text())
-    return comparison_md(summary) if isinstance(summary, dict) and "rows" in summary else ""
+    """:func:`comparison_md` of ``run_dir/reproduction.json`` when a reproduction wrote it, else ``""``."""
+    from interp_causal.training import RunDir
+
+    reproduction = RunDir(run_dir).read_reproduction()
+    return comparison_md(reproduction) if reproduction is not None else ""

@@ -1,4 +1,4 @@
-"""In-context causal tasks (PAPER.md §1): graphs, the sampler, the Bayes estimator and baselines."""
+"""In-context causal tasks (docs/science.md §1): graphs, the sampler, the Bayes estimator and baselines."""
 
 from interp_causal.tasks.estimators import (
     baseline_losses,
@@ -11,13 +11,13 @@ from interp_causal.tasks.estimators import (
     unigram,
 )
 from interp_causal.tasks.graph import GRAPH_NAMES, CausalGraph
-from interp_causal.tasks.task import Batch, InContextTask
+from interp_causal.tasks.task import InContextTask, TaskBatch
 
 __all__ = [
     "GRAPH_NAMES",
-    "Batch",
     "CausalGraph",
     "InContextTask",
+    "TaskBatch",
     "baseline_losses",
     "bayes",
     "count_softmax_floor",

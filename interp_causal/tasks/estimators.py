@@ -1,4 +1,4 @@
-"""Reference predictors: the Bayes estimator and the baselines, with their losses (PAPER.md §1)."""
+"""Reference predictors: the Bayes estimator and the baselines, with their losses (docs/science.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Latent causal graphs over sequence positions (PAPER.md §1).
+"""Latent causal graphs over sequence positions (docs/science.md §1).
 
 A graph fixes, for every position ``i`` of a length-``T`` sequence, the parent set ``P(i)``
 (positions strictly earlier than ``i``; empty for a root), and the parents of the *prediction
@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from interp_causal.names import GRAPHS as GRAPH_NAMES
 
 Parents = tuple[tuple[int, ...], ...]
 
@@ -136,7 +138,7 @@ class CausalGraph:
             tuple(p[-1:] for p in self.parents), self.target_parents[-1:], name=f"{self.name}-last-parent"
         )
 
-    # ---- families (PAPER.md §1) ----------------------------------------------------------
+    # ---- families (docs/science.md §1) ----------------------------------------------------------
     @classmethod
     def from_parents(
         cls, parents: Sequence[Sequence[int]], target_parents: Sequence[int] | None = None, name: str = "custom"
@@ -237,9 +239,6 @@ class CausalGraph:
         raise ValueError(
             f"graph: unknown name {name!r}; expected one of {', '.join(GRAPH_NAMES)}"
         )
-
-
-GRAPH_NAMES = ("chain", "icl", "random", "random-v2", "two-parent", "markov-N")
 
 
 def _check_seq_len(seq_len: object, minimum: int) -> int:

@@ -1,4 +1,4 @@
-"""The in-context causal task: a fixed graph, a fresh transition table per sequence (PAPER.md §1)."""
+"""The in-context causal task: a fixed graph, a fresh transition table per sequence (docs/science.md §1)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from interp_causal.tasks.graph import CausalGraph
 
 
 @dataclass(frozen=True)
-class Batch:
+class TaskBatch:
     """One sampled batch.
 
     tokens: ``[n, T]`` int64. target: ``[n, S]`` the true next-token distribution
@@ -25,8 +25,8 @@ class Batch:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def __getitem__(self, index: slice | torch.Tensor) -> "Batch":
-        return Batch(self.tokens[index], self.target[index], self.parent_tokens[index])
+    def __getitem__(self, index: slice | torch.Tensor) -> "TaskBatch":
+        return TaskBatch(self.tokens[index], self.target[index], self.parent_tokens[index])
 
 
 def dirichlet(shape: tuple[int, ...], vocab_size: int, alpha: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -102,7 +102,7 @@ class InContextTask:
         )
         return cls(graph, int(spec["vocab_size"]), float(spec["alpha"]))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Batch:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> TaskBatch:
         """Draw ``n`` sequences, each with its own transition tables, vectorised over the batch.
 
         What is preserved (the fast path; ``sample_from_tables(draw_tables(n))`` is the slow,
@@ -135,7 +135,7 @@ class InContextTask:
         parts = [draw(min(chunk, n - start), generator) for start in range(0, n, chunk)]
         tokens = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         target = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
-        return Batch(tokens, target, parent_tokens(tokens, graph))
+        return TaskBatch(tokens, target, parent_tokens(tokens, graph))
 
     def _degrees(self) -> list[int]:
         graph = self.graph
@@ -210,7 +210,7 @@ class InContextTask:
         degrees = sorted({len(p) for p in graph.parents if p} | {len(graph.target_parents)})
         return {k: dirichlet((n, S**k), S, self.alpha, generator) for k in degrees}
 
-    def sample_from_tables(self, tables: dict[int, torch.Tensor], generator: torch.Generator | None = None) -> Batch:
+    def sample_from_tables(self, tables: dict[int, torch.Tensor], generator: torch.Generator | None = None) -> TaskBatch:
         """Sample one sequence per row of the given tables (see ``draw_tables``).
 
         Roots follow the stationary distribution of the sequence's table for single-parent
@@ -232,7 +232,7 @@ class InContextTask:
 
         tp = list(graph.target_parents)
         target = tables[len(tp)][rows, _row_index(tokens[:, tp], S)].to(torch.float32)
-        return Batch(tokens, target, parent_tokens(tokens, graph))
+        return TaskBatch(tokens, target, parent_tokens(tokens, graph))
 
 
 def _row_index(parent_tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:

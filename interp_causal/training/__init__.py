@@ -1,24 +1,26 @@
-"""Training: recipes, the trainer with callbacks, checkpoints and run directories."""
+"""Training: recipes, the trainer with callbacks, run directories, and ``train_run``, where a run starts."""
 
 from interp_causal.training.checkpoint import CheckpointError, load_checkpoint
 from interp_causal.training.recipes import RECIPES, Recipe, get_recipe
-from interp_causal.training.run import build_from_config, load_run, make_config, resume_run, start_run, summarize
-from interp_causal.training.trainer import Callback, Trainer, last_position_loss, read_jsonl
+from interp_causal.training.run import build_from_config, load_run, make_config, resume_run, start_run, train_run
+from interp_causal.training.run_dir import RunDir
+from interp_causal.training.trainer import Callback, Trainer, last_position_logits, last_position_loss
 
 __all__ = [
     "RECIPES",
     "Callback",
     "CheckpointError",
     "Recipe",
+    "RunDir",
     "Trainer",
     "build_from_config",
     "get_recipe",
+    "last_position_logits",
     "last_position_loss",
     "load_checkpoint",
     "load_run",
     "make_config",
-    "read_jsonl",
     "resume_run",
     "start_run",
-    "summarize",
+    "train_run",
 ]

@@ -1,46 +1,22 @@
-"""Atomic file writes and checkpoints that refuse to load when damaged."""
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, refused when damaged."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
+from probes.files import atomic_write
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not ours."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place,
-    so a crash never leaves a half-written ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+CHECKPOINT_KEYS = ("format", "step", "model", "optimizer")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
-
-
-CHECKPOINT_KEYS = ("format", "step", "model", "optimizer")
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Training recipes: optimiser, schedule and data settings, with the paper's as presets (PAPER.md §4)."""
+"""Training recipes: optimiser, schedule and data settings, with the paper's as presets (docs/science.md §4)."""
 
 from __future__ import annotations
 

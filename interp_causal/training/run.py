@@ -1,27 +1,36 @@
-"""A training run as a directory: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``."""
+"""Where a run starts: ``train_run`` trains a config into a run directory, or resumes one.
+
+    config = make_config(task, "paper", get_recipe("fast"), seed=0)
+    summary = train_run(config, "runs/example", callbacks=default_callback)   # interp_causal.probing
+
+``train``, ``demo`` and every experiment go through :func:`train_run`; its files are those of
+:class:`~interp_causal.training.run_dir.RunDir`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
+from interp_causal.names import FORWARDS
 from interp_causal.tasks import InContextTask
-from interp_causal.training.checkpoint import load_checkpoint, write_json
 from interp_causal.training.recipes import Recipe
-from interp_causal.training.trainer import CHECKPOINT, Callback, Trainer
+from interp_causal.training.run_dir import RunDir
+from interp_causal.training.trainer import Callback, Trainer, check_forward
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
+Callbacks = Sequence[Callback] | Callable[[Trainer], Sequence[Callback] | Callback]
 
 
-def make_config(task: InContextTask, model: str, recipe: Recipe, seed: int, model_options: dict | None = None) -> dict:
-    """Everything needed to rebuild a run: the task, the model preset and its options, the recipe, the seed."""
+def make_config(task: InContextTask, model: str, recipe: Recipe, seed: int, model_options: dict | None = None,
+                forward: str = "auto") -> dict:
+    """Everything needed to rebuild a run: the task, the model preset and its options, the recipe,
+    the seed and the training forward (one of ``names.FORWARDS``)."""
     options = dict(model_options or {})
     if model.startswith("paper"):
         options.setdefault("init", recipe.init)
     options.setdefault("seed", seed)
-    return {"task": task.to_dict(), "model": {"preset": model, "options": options}, "recipe": recipe.to_dict(), "seed": seed}
+    return {"task": task.to_dict(), "model": {"preset": model, "options": options}, "recipe": recipe.to_dict(),
+            "seed": seed, "forward": check_forward(forward)}
 
 
 def build_from_config(config: dict):
@@ -36,62 +45,52 @@ def build_from_config(config: dict):
     return task, model, Recipe(**config["recipe"])
 
 
-def start_run(config: dict, run_dir: str | Path, callbacks: list[Callback] = (), progress: bool | None = None) -> Trainer:
-    """A fresh trainer for ``config`` writing into ``run_dir`` (refuses a directory that already holds a run)."""
-    run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT).exists():
-        raise FileExistsError(f"out: {run_dir} already holds a run; pass resume to continue it or choose another directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob("*.jsonl"):
-        stale.unlink()
+def _trainer(config: dict, run: RunDir, progress: bool | None) -> Trainer:
     task, model, recipe = build_from_config(config)
-    write_json(run_dir / CONFIG, config)
-    return Trainer(model, task, recipe, run_dir, config["seed"], callbacks, config, progress)
+    return Trainer(model, task, recipe, run.path, config["seed"], (), config, progress,
+                   forward=config.get("forward", FORWARDS[0]))  # runs from before "forward" existed: auto
 
 
-def resume_run(
-    run_dir: str | Path, steps: int | None = None, callbacks: list[Callback] = (), progress: bool | None = None
-) -> Trainer:
+def start_run(config: dict, run_dir: str | Path, progress: bool | None = None) -> Trainer:
+    """A fresh trainer for ``config`` writing into ``run_dir`` (refuses a directory that already holds a run)."""
+    run = RunDir(run_dir)
+    run.start(config)
+    return _trainer(config, run, progress)
+
+
+def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None) -> Trainer:
     """The trainer of the run in ``run_dir`` at its last checkpoint; ``steps`` raises the total."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise FileNotFoundError(f"out: {run_dir} holds no run to resume (no {CONFIG})")
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise FileNotFoundError(f"out: {run.path} holds no run to resume (no {RunDir.CONFIG})")
+    state = run.load_checkpoint()
     config = state["config"]
     if steps is not None and steps < state["step"]:
-        raise ValueError(f"steps: the run in {run_dir} has already done {state['step']} steps; --steps must be at least that")
+        raise ValueError(f"steps: the run in {run.path} has already done {state['step']} steps; --steps must be at least that")
     if steps is not None and steps != config["recipe"]["steps"]:
         config = {**config, "recipe": {**config["recipe"], "steps": int(steps)}}
-        write_json(run_dir / CONFIG, config)
-    task, model, recipe = build_from_config(config)
-    trainer = Trainer(model, task, recipe, run_dir, config["seed"], callbacks, config, progress)
+        run.write_config(config)
+    trainer = _trainer(config, run, progress)
     trainer.resume(state)
     return trainer
 
 
+def train_run(config: dict | None, out: str | Path, resume: bool = False, steps: int | None = None,
+              callbacks: Callbacks = (), progress: bool | None = None) -> dict:
+    """Train ``config`` into ``out`` (or, with ``resume``, continue ``out`` up to ``steps``) and
+    return its ``summary.json``. ``callbacks``: callbacks, or a function of the trainer that makes
+    them (``interp_causal.probing.default_callback`` probes the run)."""
+    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
+    made = callbacks(trainer) if callable(callbacks) else callbacks
+    trainer.callbacks += [made] if not isinstance(made, Sequence) else list(made)
+    trainer.fit()
+    return trainer.run.read_summary()
+
+
 def load_run(run_dir: str | Path):
     """``(task, model, config, checkpoint)`` of a saved run, the model at its last checkpoint."""
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    state = RunDir(run_dir).load_checkpoint()
     task, model, _ = build_from_config(state["config"])
     model.load_state_dict(state["model"])
     model.eval()
     return task, model, state["config"], state
-
-
-def summarize(trainer: Trainer) -> dict:
-    """Final numbers of a run, written to ``summary.json``."""
-    last = trainer.history[-1]
-    bayes = last["bayes_loss"]
-    summary = {
-        "steps": trainer.step,
-        "seconds": round(trainer.elapsed, 2),
-        "final_test_loss": last["test_loss"],
-        "bayes_loss": bayes,
-        "gap": last["test_loss"] - bayes,
-        "gap_pct": 100.0 * (last["test_loss"] - bayes) / bayes,
-        "baselines": trainer.reference_losses,
-        "threads": torch.get_num_threads(),
-    }
-    if trainer.run_dir is not None:
-        write_json(trainer.run_dir / SUMMARY, summary)
-    return summary

@@ -61,7 +61,8 @@ def parent_matrix(parents: Sequence[Sequence[int]], slot: int | None = None) -> 
     return m
 
 
-def max_in_degree(parents: Sequence[Sequence[int]]) -> int:
+def max_parents(parents: Sequence[Sequence[int]]) -> int:
+    """The most parents any one position has (0 for a graph of roots)."""
     return max((len(ps) for ps in parents), default=0)
 
 
@@ -69,5 +70,5 @@ def slot_suffixes(parents: Sequence[Sequence[int]]) -> list[tuple[int | None, st
     """Metric suffixes per parent slot: ``[(None, "")]`` for single-parent graphs, and
     ``[(None, ""), (0, "_parent0"), (1, "_parent1"), ...]`` when some position has several parents.
     """
-    k = max_in_degree(parents)
+    k = max_parents(parents)
     return [(None, "")] + ([(r, f"_parent{r}") for r in range(k)] if k > 1 else [])

@@ -7,7 +7,7 @@ import torch
 
 from probes import (
     LinearCopyingProbe,
-    Probe,
+    ForwardProbe,
     ProbeCallback,
     ProbeSuite,
     Record,
@@ -123,7 +123,7 @@ def test_callback_without_run_dir_keeps_rows_and_resumed_runs_skip_the_begin_pro
         ProbeCallback([suite], tokens)
 
 
-class ThreadSpy(Probe):
+class ThreadSpy(ForwardProbe):
     name = "threads"
 
     def compute(self, acts, batch):

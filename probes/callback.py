@@ -5,7 +5,8 @@
 
 The trainer only needs ``step`` (steps completed), ``model`` (the up-to-date model) and
 ``run_dir`` (a path or None). Each probe appends the records, with a ``step`` field, to
-``run_dir / "probes.jsonl"`` in one write, and keeps them in ``callback.rows``. Step 0 and the
+``run_dir / "probes.jsonl"`` in one write, and keeps them in ``callback.rows``; at the end,
+:meth:`ProbeCallback.summary` gives the trainer the mechanisms found (:func:`probes.summarize`). Step 0 and the
 final step are always probed. The model is probed in eval mode under ``torch.no_grad()`` (the
 gradient probe enables gradients for its own leaf bias only) and put back in the mode it was in.
 Probes draw no numbers from the global random generators, so probing never changes training.
@@ -26,7 +27,9 @@ from typing import Any
 import torch
 
 from probes.inputs import check_tokens
-from probes.records import append_jsonl, as_dicts, jsonl_lines
+from probes.files import append_jsonl, read_jsonl
+from probes.formation import summarize
+from probes.records import as_dicts, jsonl_lines
 from probes.schedule import Schedule, as_schedule
 from probes.sites import SiteMap
 from probes.suite import ProbeSuite
@@ -74,6 +77,18 @@ class ProbeCallback:
     def on_train_end(self, trainer: Any) -> None:
         self.probe(trainer)
 
+    def summary(self, trainer: Any) -> dict[str, Any]:
+        """``{"mechanisms": summarize(records)}`` over every probed step, those written before a
+        resume included; the key is ``"<stem>_mechanisms"`` for another ``filename``."""
+        path = self._path(trainer)
+        rows = read_jsonl(path) if path is not None and path.is_file() else self.rows
+        key = "mechanisms" if self.filename == FILENAME else f"{Path(self.filename).stem}_mechanisms"
+        return {key: summarize(rows)}
+
+    def _path(self, trainer: Any) -> Path | None:
+        run_dir = getattr(trainer, "run_dir", None)
+        return None if run_dir is None else Path(run_dir) / self.filename
+
     def probe(self, trainer: Any) -> None:
         """Probe ``trainer.model`` now (once per step) and write the records."""
         step = int(trainer.step)
@@ -92,8 +107,7 @@ class ProbeCallback:
             torch.set_num_threads(threads)
         self.last_step = step
         self.rows += [{**row, "step": step} for row in as_dicts(result.records)]
-        run_dir = getattr(trainer, "run_dir", None)
-        if run_dir is not None:
-            path = Path(run_dir) / self.filename
+        path = self._path(trainer)
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             append_jsonl(path, jsonl_lines(result.records, step=step))

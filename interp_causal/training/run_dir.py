@@ -1,0 +1,187 @@
+"""A run directory: the one place that knows its file names, how each is written and read.
+
+    run = RunDir("runs/demo")
+    run.read_metrics()          # rows of metrics.jsonl, a torn last line skipped
+    run.read_summary()          # summary.json: one writer (the trainer), one schema
+
+| file | written by | what |
+|---|---|---|
+| ``config.json`` | :meth:`RunDir.start` | everything needed to rebuild the run (task, model, recipe, seed, forward) |
+| ``metrics.jsonl`` | the trainer, one row per evaluation | ``step, train_loss, test_loss, bayes_loss, <baseline>_loss, lr, elapsed_s`` |
+| ``probes.jsonl`` | ``probes.ProbeCallback`` | one probe record per line, with its ``step`` |
+| ``checkpoint.pt`` | the trainer, atomically | model, optimiser, schedule, data streams: resumes bit for bit |
+| ``summary.json`` | the trainer at the end of ``fit`` | :data:`SUMMARY_KEYS`, plus what callbacks add (``mechanisms``) |
+| ``probe_summary.json`` | ``interp-causal probe`` | the full suite on the checkpoint |
+| ``reproduction.json`` | ``interp-causal reproduce`` | our numbers beside the paper's (``rows``) |
+| ``report.md``, ``figures/`` | ``interp-causal report`` / ``reproduce`` | the one-page report and its PNGs |
+
+JSON files are written atomically; JSON lines follow the one torn-line rule of :mod:`probes.files`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from probes.files import append_jsonl, atomic_write, read_json, read_jsonl, rewrite_jsonl, write_json
+
+from interp_causal.training.checkpoint import load_checkpoint, save_checkpoint
+
+# the keys every summary.json has; callbacks add theirs (the probe callback adds "mechanisms")
+SUMMARY_KEYS = ("steps", "seconds", "wall_s", "final_test_loss", "bayes_loss", "gap", "gap_pct", "baselines", "threads")
+
+
+class RunDir:
+    """The files of one run (or one reproduction) under ``path``. Creating the object touches
+    nothing; :meth:`create` and the writers make the directory when they need it."""
+
+    CONFIG = "config.json"
+    METRICS = "metrics.jsonl"
+    PROBES = "probes.jsonl"
+    CHECKPOINT = "checkpoint.pt"
+    SUMMARY = "summary.json"
+    PROBE_SUMMARY = "probe_summary.json"
+    REPRODUCTION = "reproduction.json"
+    REPORT = "report.md"
+    FIGURES = "figures"
+
+    def __init__(self, path: str | os.PathLike):
+        if isinstance(path, RunDir):
+            path = path.path
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"run_dir: expected a path, got {type(path).__name__}")
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def probes(self) -> Path:
+        return self.path / self.PROBES
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def probe_summary(self) -> Path:
+        return self.path / self.PROBE_SUMMARY
+
+    @property
+    def reproduction(self) -> Path:
+        return self.path / self.REPRODUCTION
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def figures(self) -> Path:
+        return self.path / self.FIGURES
+
+    # ---- life cycle ----------------------------------------------------------------------------
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def holds_run(self) -> bool:
+        """A training run has saved a checkpoint here."""
+        return self.checkpoint.is_file()
+
+    def start(self, config: dict) -> None:
+        """Make this the directory of a new run of ``config``: refuses one that already holds a
+        run, clears logs left by an unfinished start, writes ``config.json``."""
+        if self.holds_run():
+            raise FileExistsError(f"out: {self.path} already holds a run; pass resume to continue it "
+                                  f"or choose another directory")
+        self.create().clear_logs()
+        self.write_config(config)
+
+    def clear_logs(self) -> None:
+        """Remove the JSON-lines logs (a run starting from step 0 writes them anew)."""
+        for stale in self.path.glob("*.jsonl"):
+            stale.unlink()
+
+    def truncate_logs(self, step: int) -> list[dict]:
+        """Drop log rows after ``step`` (written after the checkpoint a run resumes from) and torn
+        last lines, in every ``*.jsonl``; returns the metrics rows kept."""
+        metrics: list[dict] = []
+        for log in sorted(self.path.glob("*.jsonl")):
+            kept = rewrite_jsonl(log, lambda row: row.get("step", 0) <= step)
+            if log.name == self.METRICS:
+                metrics = kept
+        return metrics
+
+    # ---- config, metrics, probes ---------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        write_json(self.config, config)
+
+    def read_config(self) -> dict:
+        if not self.config.is_file():
+            raise FileNotFoundError(f"run_dir: {self.path} holds no run (no {self.CONFIG})")
+        return read_json(self.config)
+
+    def append_metrics(self, row: dict) -> None:
+        append_jsonl(self.create().metrics, [row])
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.is_file():
+            raise FileNotFoundError(f"run_dir: {self.path} has no {self.METRICS}; train a run into it first")
+        return read_jsonl(self.metrics)
+
+    def read_probes(self) -> list[dict] | None:
+        """The probe records of the run, or None when it was trained without probes."""
+        return read_jsonl(self.probes) if self.probes.is_file() else None
+
+    # ---- checkpoint ----------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        save_checkpoint(self.create().checkpoint, state)
+
+    def load_checkpoint(self) -> dict:
+        return load_checkpoint(self.checkpoint)
+
+    # ---- summaries and reports -----------------------------------------------------------------
+    def write_summary(self, summary: dict) -> None:
+        missing = [k for k in SUMMARY_KEYS if k not in summary]
+        if missing:
+            raise ValueError(f"summary: missing keys {missing}; a run's summary has {list(SUMMARY_KEYS)}")
+        write_json(self.summary, summary)
+
+    def read_summary(self) -> dict:
+        return read_json(self.summary)
+
+    def write_probe_summary(self, result: dict) -> None:
+        write_json(self.probe_summary, result)
+
+    def write_reproduction(self, reproduction: dict) -> None:
+        write_json(self.reproduction, reproduction)
+
+    def read_reproduction(self) -> dict | None:
+        """What ``interp-causal reproduce`` wrote here (its ``rows`` compare with the paper), or None."""
+        return read_json(self.reproduction) if self.reproduction.is_file() else None
+
+    def write_report(self, text: str) -> None:
+        atomic_write(self.report, text.encode("utf-8"))
+
+    def figure(self, name: str) -> Path:
+        return self.figures / name
+
+    def figure_names(self) -> list[str]:
+        return sorted(p.name for p in self.figures.glob("*.png"))
+
