@@ -1,9 +1,15 @@
 """``make bench``: throughput and overhead, each against a baseline measured in the same run.
 
 Prints one table and writes ``benchmarks/results.json``: a list of rows
-``{"name", "median", "unit", "baseline", "baseline_median", "ratio"}`` with
-``ratio = median / baseline_median``. Medians over repeated runs; the machine's load average is
-printed before and after, because this machine is shared and noisy.
+
+- ``name``; ``value`` and ``unit``: our median (a time, or a throughput such as ``seq/s``);
+- ``baseline`` (what we compare with) and ``baseline_value``: its median, in the same unit;
+- the figure of merit, where there is one: ``speedup`` (how many times faster we are: baseline
+  time / our time, or our throughput / the baseline's) or ``overhead`` (the extra time we add, as a
+  fraction: 0.03 is 3%). The other is ``null``.
+
+Medians over repeated runs; the machine's load average is printed before and after, because this
+machine is shared and noisy.
 
     python benchmarks/run.py [--quick] [--only NAME ...]
 """
@@ -25,8 +31,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(HERE), str(ROOT / "tests")]
+sys.path.insert(0, str(HERE))
 
 from baselines import DenseCatFormer, naive_sample  # noqa: E402
 
@@ -49,14 +54,21 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def row(name: str, median: float, unit: str, baseline: str, baseline_median: float) -> dict:
+def row(name: str, value: float, unit: str, baseline: str, baseline_value: float, merit: str | None = None,
+        paired_ratio: float | None = None) -> dict:
+    """One result. merit: ``"time"`` (lower is better) or ``"throughput"`` (higher is better), both
+    reported as ``speedup``; ``"overhead"``: the extra time as a fraction, from ``paired_ratio``
+    (ours / baseline over paired runs) when given; None: no figure of merit."""
+    ratio = paired_ratio if paired_ratio is not None else value / baseline_value
+    speedup = {"time": 1 / ratio, "throughput": ratio}.get(merit)
     return {
         "name": name,
-        "median": round(median, 4),
+        "value": round(value, 4),
         "unit": unit,
         "baseline": baseline,
-        "baseline_median": round(baseline_median, 4),
-        "ratio": round(median / baseline_median, 4),
+        "baseline_value": round(baseline_value, 4),
+        "speedup": None if speedup is None else round(speedup, 3),
+        "overhead": round(ratio - 1, 4) if merit == "overhead" else None,
     }
 
 
@@ -65,7 +77,8 @@ def bench_sampler(name: str, task: InContextTask, n: int, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     ours = median_time(lambda: task.sample(n, gen), repeats)
     naive = median_time(lambda: naive_sample(task, n, gen), max(3, repeats // 2))
-    return row(name, n / ours, "seq/s", "naive: Dirichlet tables, torch.multinomial per position", n / naive)
+    return row(name, n / ours, "seq/s", "naive: Dirichlet tables, torch.multinomial per position", n / naive,
+               "throughput")
 
 
 # ---- training steps ---------------------------------------------------------------------------
@@ -94,7 +107,7 @@ def bench_paper_step(name: str, task: InContextTask, heads: tuple[int, ...], rec
     ours = median_time(lambda: trainer.train_step(batch), repeats, warmup=3)
     dense = DenseCatFormer(task.vocab_size, task.seq_len, heads)
     base = step_time(dense, lambda m, x: m(x), task, recipe, repeats)
-    return row(name, 1000 * ours, "ms", f"plain-torch dense CatFormer {heads}", 1000 * base)
+    return row(name, 1000 * ours, "ms", f"plain-torch dense CatFormer {heads}", 1000 * base, "time")
 
 
 def bench_hooked_dense_step(task: InContextTask, repeats: int) -> dict:
@@ -102,14 +115,16 @@ def bench_hooked_dense_step(task: InContextTask, repeats: int) -> dict:
     model = paper_model(task)
     hooked = step_time(model, lambda m, x: m(x, return_type="logits")[:, -1], task, "paper-sgd", repeats)
     dense = step_time(DenseCatFormer(task.vocab_size, task.seq_len), lambda m, x: m(x), task, "paper-sgd", repeats)
-    return row("paper_step_ms_h11_hooked_forward", 1000 * hooked, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense)
+    return row("paper_step_ms_h11_hooked_forward", 1000 * hooked, "ms", "plain-torch dense CatFormer (1, 1)",
+               1000 * dense, "time")
 
 
 def bench_standard_step(task: InContextTask, repeats: int) -> dict:
     model = standard_model(task, n_layers=2, n_heads=1)
     ours = step_time(model, lambda m, x: m(x, return_type="logits")[:, -1], task, "paper-adamw", repeats)
     dense = step_time(DenseCatFormer(task.vocab_size, task.seq_len), lambda m, x: m(x), task, "paper-adamw", repeats)
-    return row("standard_attn_only_step_ms", 1000 * ours, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense)
+    return row("standard_attn_only_step_ms", 1000 * ours, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense,
+               "time")
 
 
 # ---- probing ----------------------------------------------------------------------------------
@@ -140,21 +155,22 @@ def bench_probe_overhead(pairs: int, steps: int) -> dict:
         for probed in order:
             (with_probes if probed else without).append(run(probed))
     ratios = [a / b for a, b in zip(with_probes, without)]
-    out = row("probe_overhead_ratio", statistics.median(with_probes), "s", "the same training without probes",
-              statistics.median(without))
-    out["ratio"] = round(statistics.median(ratios), 4)  # median of the paired ratios
-    return out
+    return row("probe_overhead", statistics.median(with_probes), "s", "the same training without probes",
+               statistics.median(without), "overhead", paired_ratio=statistics.median(ratios))
 
 
 def bench_suite_vs_detect_head(n_seq: int, repeats: int) -> dict:
     """Previous-token, duplicate-token and induction scores of every head: one batched ProbeSuite
     pass against TransformerLens ``detect_head`` called per sequence (its list form)."""
-    from probes_helpers import PLANTED, TokenSeqModel, hooked_transformer, planted_weights
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.head_detector import detect_head
 
     from probes import InductionProbe, PreviousTokenAttention, ProbeSuite, repeated_random_tokens
+    from probes.testing import PLANTED, TokenSeqModel, planted_weights
 
-    model = hooked_transformer(PLANTED, planted_weights())
+    model = HookedTransformer(HookedTransformerConfig(**PLANTED.hooked_config()))
+    model.load_state_dict({**model.state_dict(), **planted_weights()})
+    model.eval()
     tokens = repeated_random_tokens(n_seq, 16, PLANTED.d_vocab, torch.Generator().manual_seed(0))  # T = 32 < n_ctx
     suite = ProbeSuite([PreviousTokenAttention(), InductionProbe()])
     wrapped = TokenSeqModel(model, tokens)
@@ -171,8 +187,8 @@ def bench_suite_vs_detect_head(n_seq: int, repeats: int) -> dict:
         raise AssertionError(f"suite and detect_head disagree by {diff}")
     ours = median_time(lambda: suite.run(model, tokens), repeats)
     base = median_time(theirs, max(2, repeats // 3))
-    return row("suite_vs_detect_head_speedup", 1000 * ours, "ms", f"detect_head per sequence, {n_seq} sequences",
-               1000 * base)
+    return row("suite_vs_detect_head_ms", 1000 * ours, "ms", f"detect_head per sequence, {n_seq} sequences",
+               1000 * base, "time")
 
 
 # ---- end to end -------------------------------------------------------------------------------
@@ -194,6 +210,18 @@ def bench_demo(repeats: int) -> dict:
     return row("demo_wall_s", ours, "s", "start-up: import torch + transformer_lens", base)
 
 
+def table(rows: list[dict]) -> str:
+    """The rows as an aligned text table (blank where a row has no speedup or overhead)."""
+    fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    header = f"{'name':<34}{'value':>11} {'unit':<6}{'baseline':>11}  {'speedup':>8} {'overhead':>9}  baseline"
+    lines = [header, "-" * len(header)]
+    for x in rows:
+        lines.append(f"{x['name']:<34}{x['value']:>11.4g} {x['unit']:<6}{x['baseline_value']:>11.4g}  "
+                     f"{fmt(x['speedup'], '>7.3g') + 'x' if x['speedup'] is not None else '':>8} "
+                     f"{fmt(x['overhead'], '>+9.1%')}  {x['baseline']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for reporting)")
@@ -212,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
         ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
-        ("probe_overhead_ratio", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
-        ("suite_vs_detect_head_speedup", lambda: bench_suite_vs_detect_head(256, r)),
+        ("probe_overhead", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
+        ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
         ("demo_wall_s", lambda: bench_demo(1 if args.quick else 3)),
     ]
     if args.only:
@@ -225,13 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, job in jobs:
         print(f"  running {name} ...", file=sys.stderr, flush=True)
         rows.append(job())
-    header = f"{'name':<34}{'median':>12} {'unit':<6}{'baseline':>12}  {'ratio':>9}  baseline"
-    print(header)
-    print("-" * len(header))
-    for x in rows:
-        print(f"{x['name']:<34}{x['median']:>12.4g} {x['unit']:<6}{x['baseline_median']:>12.4g}  {x['ratio']:>9.4g}  {x['baseline']}")
+    print(table(rows))
     load = os.getloadavg()
-    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; ratio = median / baseline_median")
+    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; speedup: times faster than the "
+          f"baseline; overhead: extra time over the baseline")
     tmp = Path(args.out).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
     os.replace(tmp, args.out)

@@ -274,4 +274,4 @@ def reproduce(name: str, profile: str = "quick", out: str | Path | None = None, 
 
 
 def _figures_md(names: list[str]) -> str:
-    return "\n".join(f"![{n}]({RunDir.FIGURES}/{n})\n" for n in names)
+    return "\n".join(f"![{n}]({RunDir.figures}/{n})\n" for n in names)

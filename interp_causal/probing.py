@@ -47,7 +47,7 @@ def default_callback(trainer, every: int = PROBE_EVERY, batch_size: int = PROBE_
     batch = probe_batch(task, batch_size, trainer.seed)
     suite = default_suite(task.graph.parent_lists(), list(task.graph.target_parents))
     return ProbeCallback(suite, batch.tokens, schedule=default_schedule(every) if schedule is None else schedule,
-                         filename=RunDir.PROBES)
+                         filename=RunDir.probes)
 
 
 def mechanism_lines(summary: dict | None) -> list[str]:

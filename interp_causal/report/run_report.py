@@ -36,7 +36,7 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     run = RunDir(run_dir)
     if not run.holds_run() and saved_comparison(run.path):
         raise FileNotFoundError(f"run_dir: {run.path} holds a reproduction without a training run of its own "
-                                f"(no {RunDir.CHECKPOINT}); run `interp-causal reproduce` again to redraw it")
+                                f"(no {RunDir.checkpoint}); run `interp-causal reproduce` again to redraw it")
     task, model, config, state = load_run(run.path)
     graph = task.graph
     metrics = run.read_metrics()
@@ -130,5 +130,5 @@ def write_report(run_dir: str | Path, numbers: dict) -> None:
         "training.png": "Test loss against Bayes and the baselines, and the probes' scores on the same step axis.",
     }
     for name in numbers["figures"]:
-        lines += [f"![{name}]({RunDir.FIGURES}/{name})", "", captions.get(name, ""), ""]
+        lines += [f"![{name}]({RunDir.figures}/{name})", "", captions.get(name, ""), ""]
     RunDir(run_dir).write_report(comparison + "\n".join(lines) + "\n")

@@ -62,7 +62,7 @@ def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | N
     """The trainer of the run in ``run_dir`` at its last checkpoint; ``steps`` raises the total."""
     run = RunDir(run_dir)
     if not run.config.is_file():
-        raise FileNotFoundError(f"out: {run.path} holds no run to resume (no {RunDir.CONFIG})")
+        raise FileNotFoundError(f"out: {run.path} holds no run to resume (no {RunDir.config})")
     state = run.load_checkpoint()
     config = state["config"]
     if steps is not None and steps < state["step"]:

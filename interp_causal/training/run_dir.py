@@ -31,19 +31,30 @@ from interp_causal.training.checkpoint import load_checkpoint, save_checkpoint
 SUMMARY_KEYS = ("steps", "seconds", "wall_s", "final_test_loss", "bayes_loss", "gap", "gap_pct", "baselines", "threads")
 
 
+class _File:
+    """A file of a run directory: on the class, its name (``RunDir.metrics == "metrics.jsonl"``);
+    on an instance, its path (``run.metrics``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: "RunDir | None", owner: type | None = None):
+        return self.name if run is None else run.path / self.name
+
+
 class RunDir:
     """The files of one run (or one reproduction) under ``path``. Creating the object touches
     nothing; :meth:`create` and the writers make the directory when they need it."""
 
-    CONFIG = "config.json"
-    METRICS = "metrics.jsonl"
-    PROBES = "probes.jsonl"
-    CHECKPOINT = "checkpoint.pt"
-    SUMMARY = "summary.json"
-    PROBE_SUMMARY = "probe_summary.json"
-    REPRODUCTION = "reproduction.json"
-    REPORT = "report.md"
-    FIGURES = "figures"
+    config = _File("config.json")
+    metrics = _File("metrics.jsonl")
+    probes = _File("probes.jsonl")
+    checkpoint = _File("checkpoint.pt")
+    summary = _File("summary.json")
+    probe_summary = _File("probe_summary.json")
+    reproduction = _File("reproduction.json")
+    report = _File("report.md")
+    figures = _File("figures")
 
     def __init__(self, path: str | os.PathLike):
         if isinstance(path, RunDir):
@@ -57,43 +68,6 @@ class RunDir:
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
-
-    # ---- paths ---------------------------------------------------------------------------------
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def probes(self) -> Path:
-        return self.path / self.PROBES
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / self.CHECKPOINT
-
-    @property
-    def summary(self) -> Path:
-        return self.path / self.SUMMARY
-
-    @property
-    def probe_summary(self) -> Path:
-        return self.path / self.PROBE_SUMMARY
-
-    @property
-    def reproduction(self) -> Path:
-        return self.path / self.REPRODUCTION
-
-    @property
-    def report(self) -> Path:
-        return self.path / self.REPORT
-
-    @property
-    def figures(self) -> Path:
-        return self.path / self.FIGURES
 
     # ---- life cycle ----------------------------------------------------------------------------
     def create(self) -> "RunDir":
@@ -124,7 +98,7 @@ class RunDir:
         metrics: list[dict] = []
         for log in sorted(self.path.glob("*.jsonl")):
             kept = rewrite_jsonl(log, lambda row: row.get("step", 0) <= step)
-            if log.name == self.METRICS:
+            if log.name == RunDir.metrics:
                 metrics = kept
         return metrics
 
@@ -134,7 +108,7 @@ class RunDir:
 
     def read_config(self) -> dict:
         if not self.config.is_file():
-            raise FileNotFoundError(f"run_dir: {self.path} holds no run (no {self.CONFIG})")
+            raise FileNotFoundError(f"run_dir: {self.path} holds no run (no {RunDir.config})")
         return read_json(self.config)
 
     def append_metrics(self, row: dict) -> None:
@@ -142,7 +116,7 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():
-            raise FileNotFoundError(f"run_dir: {self.path} has no {self.METRICS}; train a run into it first")
+            raise FileNotFoundError(f"run_dir: {self.path} has no {RunDir.metrics}; train a run into it first")
         return read_jsonl(self.metrics)
 
     def read_probes(self) -> list[dict] | None:

@@ -188,7 +188,7 @@ class Trainer:
         return None if self.run is None else self.run.path
 
     def summary(self) -> dict:
-        """The run's final numbers (``RunDir.SUMMARY_KEYS``) and what each callback's ``summary`` adds."""
+        """The run's final numbers (``run_dir.SUMMARY_KEYS``) and what each callback's ``summary`` adds."""
         last = self.history[-1]
         bayes = last["bayes_loss"]
         out = {
