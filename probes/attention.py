@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from probes.base import ForwardProbe, ProbeBatch, pattern_site
+from probes.base import ForwardProbe, ProbeBatch, Stats, layer_of, pattern_site
 from probes.parents import chain_parents, check_parents, parent_matrix, slot_suffixes
 from probes.records import Record
 from probes.sites import ModelDims
@@ -27,6 +27,13 @@ def pattern_score(
     (``exclude_bos``) and the diagonal (``exclude_current_token``); it is then averaged over the
     batch, as ``detect_head`` averages over a list of sequences.
     """
+    return sequence_scores(pattern, detection, exclude_bos, exclude_current_token).mean(0)
+
+
+def sequence_scores(
+    pattern: torch.Tensor, detection: torch.Tensor, exclude_bos: bool = False, exclude_current_token: bool = False
+) -> torch.Tensor:
+    """The per-sequence scores of :func:`pattern_score`, ``[batch, head]``."""
     p = pattern.float()
     T = p.shape[-1]
     if exclude_bos or exclude_current_token:
@@ -38,14 +45,29 @@ def pattern_score(
         p = p * keep
     d = detection.float().to(p.device)
     d = d[:, None] if d.ndim == 3 else d  # [batch, 1, q, k] broadcasts over heads
-    per_sequence = (p * d).sum((-1, -2)) / p.sum((-1, -2))  # [batch, head]
-    return per_sequence.mean(0)
+    return (p * d).sum((-1, -2)) / p.sum((-1, -2))
+
+
+def parent_attention_stats(layer: int, pattern: torch.Tensor, parents: Sequence[Sequence[int]]) -> Stats:
+    """Additive statistics of one layer's pattern ``[batch, head, T, T]`` against a parent list,
+    per parent slot: attention on the parents and argmax hits, summed over the batch by position."""
+    p = pattern.float()
+    T = p.shape[-1]
+    q = torch.arange(T, device=p.device)
+    out: Stats = {(layer, "n"): torch.tensor(float(p.shape[0]), dtype=torch.float64)}
+    for slot, _ in slot_suffixes(parents):
+        m = parent_matrix(parents, slot).to(p.device)  # [T, T]
+        out[(layer, slot, "mass")] = (p * m).sum(-1).sum(0).double().cpu()  # [head, T]
+        out[(layer, slot, "hits")] = m[q, p.argmax(-1)].sum(0).double().cpu()  # [head, T]: argmax on a parent
+        if slot is None:
+            out[(layer, slot, "score")] = sequence_scores(p, m).sum(0).double().cpu()  # [head]
+    return out
 
 
 def parent_attention_records(
-    name: str, layer: int, pattern: torch.Tensor, parents: Sequence[Sequence[int]]
+    name: str, layer: int, pattern: torch.Tensor, parents: Sequence[Sequence[int]], stats: Stats | None = None
 ) -> list[Record]:
-    """Records of one layer's pattern ``[batch, head, T, T]`` against a parent list.
+    """Records of one layer's pattern ``[batch, head, T, T]`` (or of its summed ``stats``) against a parent list.
 
     Per head: ``mass`` (attention on the parents, averaged over the batch and over the positions
     that have parents; ``extra["per_position"]`` gives it per query position, ``None`` for
@@ -54,21 +76,18 @@ def parent_attention_records(
     per position the same metrics are also reported per parent slot (``mass_parent0``, ...: the
     r-th listed parent of each position, over the positions that have one).
     """
-    p = pattern.float()
-    T = p.shape[-1]
+    stats = parent_attention_stats(layer, pattern, parents) if stats is None else stats
+    n = float(stats[(layer, "n")])
     records: list[Record] = []
-    q = torch.arange(T, device=p.device)
     for slot, suffix in slot_suffixes(parents):
-        m = parent_matrix(parents, slot).to(p.device)  # [T, T]
-        rows = m.sum(-1) > 0
+        rows = parent_matrix(parents, slot).sum(-1) > 0
         if not rows.any():
             continue
-        mass_by_pos = (p * m).sum(-1).mean(0)  # [head, T]
+        mass_by_pos = stats[(layer, slot, "mass")] / n  # [head, T]
         mass = mass_by_pos[:, rows].mean(-1)
-        hit = m[q, p.argmax(-1)]  # [batch, head, T]: 1 where the row's argmax is a parent
-        acc = hit[..., rows].mean((0, -1))
-        score = pattern_score(p, m) if slot is None else None
-        for h in range(p.shape[1]):
+        acc = stats[(layer, slot, "hits")][:, rows].sum(-1) / (n * int(rows.sum()))
+        score = stats[(layer, slot, "score")] / n if slot is None else None
+        for h in range(mass_by_pos.shape[0]):
             per_pos = [float(v) if r else None for v, r in zip(mass_by_pos[h].tolist(), rows.tolist())]
             records.append(Record(name, layer, h, "mass" + suffix, float(mass[h]), {"per_position": per_pos}))
             records.append(Record(name, layer, h, "argmax_acc" + suffix, float(acc[h])))
@@ -90,11 +109,14 @@ class _GraphAttention(ForwardProbe):
     def check(self, batch: ProbeBatch) -> None:
         check_parents(self.parents_for(batch.seq_len), batch.seq_len, name=f"{self.name}: parents")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
+    def stats(self, site: str, act: torch.Tensor, chunk: ProbeBatch) -> Stats:
+        return parent_attention_stats(layer_of(site), act, self.parents_for(chunk.seq_len))
+
+    def records(self, stats: Stats, batch: ProbeBatch) -> list[Record]:
         parents = self.parents_for(batch.seq_len)
         out: list[Record] = []
         for l in self.layer_list(batch.dims):
-            out += parent_attention_records(self.name, l, acts[pattern_site(l)], parents)
+            out += parent_attention_records(self.name, l, None, parents, stats)
         return out
 
 

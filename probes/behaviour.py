@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from probes.base import ForwardProbe, ProbeBatch
+from probes.base import LOGITS, ForwardProbe, ProbeBatch, Stats
 from probes.inputs import check_distribution
 from probes.records import Record
+from probes.sites import ModelDims
 
 
 def kl_divergence(p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -56,17 +57,24 @@ class BehaviourProbe(ForwardProbe):
         if "reference" in batch.context:
             check_distribution(batch.context["reference"], "reference", batch.tokens.shape[0])
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
-        log_q = batch.logits[:, -1].detach().float().cpu().log_softmax(-1)
+    def sites(self, dims: ModelDims) -> list[str]:
+        return [LOGITS]
+
+    def stats(self, site: str, act: torch.Tensor, chunk: ProbeBatch) -> Stats:
+        log_q = act[:, -1].detach().float().cpu().log_softmax(-1)
         V = log_q.shape[-1]
-        out = []
-        if "reference" in batch.context:
-            ref = check_distribution(batch.context["reference"], "reference", log_q.shape[0], V).cpu()
-            out.append(Record(self.name, None, None, "kl_to_reference", float(kl_divergence(ref, log_q).mean())))
-            out.append(Record(self.name, None, None, "loss", float(-(ref * log_q).sum(-1).mean())))
-        for k, p in strategy_predictions(batch.tokens.cpu(), V, self.alpha).items():
-            out.append(Record(self.name, None, None, f"kl_to_{k}", float(kl_divergence(p, log_q).mean())))
+        out: Stats = {"n": torch.tensor(float(log_q.shape[0]), dtype=torch.float64)}
+        if "reference" in chunk.context:
+            ref = check_distribution(chunk.context["reference"], "reference", log_q.shape[0], V).cpu()
+            out["kl_to_reference"] = kl_divergence(ref, log_q).double().sum()
+            out["loss"] = (-(ref * log_q).sum(-1)).double().sum()
+        for k, p in strategy_predictions(chunk.tokens.cpu(), V, self.alpha).items():
+            out[f"kl_to_{k}"] = kl_divergence(p, log_q).double().sum()
         return out
+
+    def records(self, stats: Stats, batch: ProbeBatch) -> list[Record]:
+        n = float(stats["n"])
+        return [Record(self.name, None, None, k, float(v / n)) for k, v in stats.items() if k != "n"]
 
 
 class ICLScore(ForwardProbe):
@@ -95,9 +103,16 @@ class ICLScore(ForwardProbe):
         if not 0 <= early < late <= T - 2:
             raise ValueError(f"early, late: expected 0 <= early < late <= {T - 2} for sequences of length {T}, got {early}, {late}")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
-        log_q = batch.logits[:, :-1].detach().float().cpu().log_softmax(-1)  # [batch, T-1, V]
-        nll = -log_q.gather(-1, batch.tokens[:, 1:, None].cpu()).squeeze(-1).mean(0)  # [T-1]
+    def sites(self, dims: ModelDims) -> list[str]:
+        return [LOGITS]
+
+    def stats(self, site: str, act: torch.Tensor, chunk: ProbeBatch) -> Stats:
+        log_q = act[:, :-1].detach().float().cpu().log_softmax(-1)  # [batch, T-1, V]
+        nll = -log_q.gather(-1, chunk.tokens[:, 1:, None].cpu()).squeeze(-1)  # [batch, T-1]
+        return {"nll": nll.double().sum(0), "n": torch.tensor(float(nll.shape[0]), dtype=torch.float64)}
+
+    def records(self, stats: Stats, batch: ProbeBatch) -> list[Record]:
+        nll = (stats["nll"] / stats["n"]).float()  # [T-1]
         early, late = self._positions(batch.seq_len)
         return [
             Record(self.name, None, None, "score", float(nll[late] - nll[early]), {"per_position": nll.tolist()}),

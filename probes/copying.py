@@ -38,6 +38,8 @@ class LinearCopyingProbe(ForwardProbe):
     solvers can run in one suite.
     """
 
+    whole_batch = True  # a classifier is fitted on the batch's sequences
+
     def __init__(
         self,
         parents: Sequence[Sequence[int]],

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from probes.attention import pattern_score
-from probes.base import ForwardProbe, ProbeBatch, pattern_site
+from probes.attention import sequence_scores
+from probes.base import ForwardProbe, ProbeBatch, Stats, layer_of, pattern_site
 from probes.parents import check_parents
 from probes.records import Record
 from probes.sites import ModelDims
@@ -94,21 +94,29 @@ class InductionProbe(ForwardProbe):
             if not torch.equal(tail, batch.tokens[:, T - 2 * self.period : T - self.period]):
                 raise ValueError(f"tokens: with period={self.period} the last {self.period} positions must repeat the ones before them")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
-        tokens = batch.tokens
+    def metrics(self) -> list[str]:
+        return ["prefix_matching", "duplicate_token"] + (["repeat"] if self.period is not None else [])
+
+    def stats(self, site: str, act: torch.Tensor, chunk: ProbeBatch) -> Stats:
+        tokens, l, p = chunk.tokens, layer_of(site), act.float()
         kw = dict(exclude_bos=self.exclude_bos, exclude_current_token=self.exclude_current_token)
-        prefix = induction_pattern(tokens)
-        dup = duplicate_token_pattern(tokens)
+        per_sequence = {"prefix_matching": sequence_scores(p, induction_pattern(tokens), **kw),
+                        "duplicate_token": sequence_scores(p, duplicate_token_pattern(tokens), **kw)}
+        if self.period is not None:
+            T = p.shape[-1]
+            i = torch.arange(T - self.period, T, device=p.device)
+            per_sequence["repeat"] = p[:, :, i, i - self.period + 1].mean(-1)
+        out: Stats = {(l, m): v.sum(0).double().cpu() for m, v in per_sequence.items()}
+        out[(l, "n")] = torch.tensor(float(p.shape[0]), dtype=torch.float64)
+        return out
+
+    def records(self, stats: Stats, batch: ProbeBatch) -> list[Record]:
         out: list[Record] = []
         for l in self.layer_list(batch.dims):
-            p = acts[pattern_site(l)].float()
-            scores = {"prefix_matching": pattern_score(p, prefix, **kw), "duplicate_token": pattern_score(p, dup, **kw)}
-            if self.period is not None:
-                T = p.shape[-1]
-                i = torch.arange(T - self.period, T, device=p.device)
-                scores["repeat"] = p[:, :, i, i - self.period + 1].mean((0, -1))
-            for metric, v in scores.items():
-                out += [Record(self.name, l, h, metric, float(v[h])) for h in range(p.shape[1])]
+            n = float(stats[(l, "n")])
+            for metric in self.metrics():
+                v = stats[(l, metric)] / n
+                out += [Record(self.name, l, h, metric, float(v[h])) for h in range(v.shape[0])]
         return out
 
 
@@ -170,22 +178,31 @@ class GraphInductionProbe(ForwardProbe):
     def check(self, batch: ProbeBatch) -> None:
         check_parents(self.parents, batch.seq_len, name=f"{self.name}: parents")
 
-    def compute(self, acts: dict[str, torch.Tensor], batch: ProbeBatch) -> list[Record]:
-        mask = graph_match_mask(batch.tokens, self.parents, self.query_parents).float()
+    METRICS = ("mass", "self_mass", "context_mass")
+
+    def stats(self, site: str, act: torch.Tensor, chunk: ProbeBatch) -> Stats:
+        mask = graph_match_mask(chunk.tokens, self.parents, self.query_parents).float()
         used = mask.sum(-1) > 0
-        n = int(used.sum())
+        l = layer_of(site)
+        p = act.float()[:, :, -1, :]  # [batch, head, k]: the query's row
+        on_keys = p * mask.to(p.device)[:, None, :]  # [batch, head, k]
+        on_self = p[..., -1]
+        metrics = {
+            "mass": on_keys.sum(-1),
+            "self_mass": on_self,
+            # the query's own position, a match only in graphs without a query, is not context
+            "context_mass": on_keys[..., :-1].sum(-1) / (1.0 - on_self).clamp_min(1e-12),
+        }
+        out: Stats = {(l, m): v[used.to(v.device)].sum(0).double().cpu() for m, v in metrics.items()}
+        out[(l, "n")] = used.sum().double().cpu()
+        return out
+
+    def records(self, stats: Stats, batch: ProbeBatch) -> list[Record]:
         out: list[Record] = []
         for l in self.layer_list(batch.dims):
-            p = acts[pattern_site(l)].float()[:, :, -1, :]  # [batch, head, k]: the query's row
-            on_keys = p * mask.to(p.device)[:, None, :]  # [batch, head, k]
-            on_self = p[..., -1]
-            metrics = {
-                "mass": on_keys.sum(-1),
-                "self_mass": on_self,
-                # the query's own position, a match only in graphs without a query, is not context
-                "context_mass": on_keys[..., :-1].sum(-1) / (1.0 - on_self).clamp_min(1e-12),
-            }
-            for metric, v in metrics.items():
-                mean = v[used].mean(0) if n else torch.full((p.shape[1],), float("nan"))
-                out += [Record(self.name, l, h, metric, float(mean[h]), {"n_sequences": n}) for h in range(p.shape[1])]
+            n = int(stats[(l, "n")])
+            for metric in self.METRICS:
+                total = stats[(l, metric)]
+                mean = total / n if n else torch.full_like(total, float("nan"))
+                out += [Record(self.name, l, h, metric, float(mean[h]), {"n_sequences": n}) for h in range(total.shape[0])]
         return out

@@ -18,6 +18,15 @@ def check_tokens(tokens: object, name: str = "tokens") -> torch.Tensor:
     return tokens.long()
 
 
+def check_tokens_fit(tokens: torch.Tensor, dims) -> None:
+    """Refuse token ids beyond the model's vocabulary and sequences longer than its context, when
+    the model says what they are (``ModelDims.d_vocab``, ``n_ctx``): before any forward pass."""
+    if dims.d_vocab is not None and int(tokens.max()) >= dims.d_vocab:
+        raise ValueError(f"tokens: ids must be < the model's vocabulary size {dims.d_vocab}, got max {int(tokens.max())}")
+    if dims.n_ctx is not None and tokens.shape[1] > dims.n_ctx:
+        raise ValueError(f"tokens: sequences of length {tokens.shape[1]} exceed the model's context of {dims.n_ctx} positions")
+
+
 def check_distribution(x: object, name: str, batch: int, vocab: int | None = None) -> torch.Tensor:
     """Return ``x`` as a float tensor ``[batch, vocab]`` whose rows are probability distributions."""
     if not isinstance(x, torch.Tensor):

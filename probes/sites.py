@@ -59,10 +59,14 @@ class Site:
 
 @dataclass(frozen=True)
 class ModelDims:
-    """Layers (and heads, when the model says) of a model, for probes that declare per-layer sites."""
+    """Layers (and heads, vocabulary, context length and width, when the model says) of a model:
+    for probes that declare per-layer sites, and to check tokens before any forward pass."""
 
     n_layers: int
     n_heads: int | None = None
+    d_vocab: int | None = None
+    n_ctx: int | None = None
+    d_model: int | None = None
 
 
 def is_hooked(model: object) -> bool:
@@ -104,8 +108,8 @@ def model_dims(model: nn.Module, site_map: SiteMap | None = None) -> ModelDims:
     cfg = getattr(model, "cfg", None)
     n_layers = getattr(cfg, "n_layers", None)
     if isinstance(n_layers, int):
-        n_heads = getattr(cfg, "n_heads", None)
-        return ModelDims(n_layers, n_heads if isinstance(n_heads, int) else None)
+        known = {k: getattr(cfg, k, None) for k in ("n_heads", "d_vocab", "n_ctx", "d_model")}
+        return ModelDims(n_layers, **{k: v if isinstance(v, int) and v > 0 else None for k, v in known.items()})
     layers = [int(m.group(1)) for key in (site_map or {}) if (m := re.match(r"blocks\.(\d+)\.", key))]
     if not layers:
         raise ValueError(
@@ -115,18 +119,25 @@ def model_dims(model: nn.Module, site_map: SiteMap | None = None) -> ModelDims:
     return ModelDims(max(layers) + 1)
 
 
+class StopForward(Exception):
+    """Raised inside a hook to end a forward pass once every site it needed has fired."""
+
+
 @contextmanager
 def hooks_at(
     model: nn.Module,
     sites: Iterable[str],
     site_map: SiteMap | None = None,
     edits: Mapping[str, Edit] | None = None,
+    on_activation: Callable[[str, torch.Tensor], None] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Attach hooks at ``sites`` for the duration; yield the dict they fill ``{site: activation}``.
 
     edits: ``{site: fn}``; ``fn(activation)`` returns the replacement, which is what is stored and
     what the rest of the forward pass uses (on a bridge, after the hook point converts it back
     to its own layout), unless the model ignores edits at that site (see probes.gradient).
+    on_activation: ``fn(site, activation)`` called as each activation is produced; the dict then
+    records only that the site fired (``{site: None}``), so no activation outlives its layer.
     Only these sites are hooked: no cache of the whole model is built.
     """
     sites = list(dict.fromkeys(sites))
@@ -148,7 +159,11 @@ def hooks_at(
                 )
             if edit is not None:
                 t = edit(t)
-            acts[site] = t
+            if on_activation is None:
+                acts[site] = t
+            else:
+                acts[site] = None
+                on_activation(site, t)
             return t if edit is not None else None
 
         return fn
@@ -182,10 +197,45 @@ def run_with_sites(
     sites = list(dict.fromkeys(sites))
     with hooks_at(model, sites, site_map, edits) as acts:
         logits = as_logits(model(tokens))
-    silent = [s for s in sites if s not in acts]
+    check_fired(model, sites, acts)
+    return logits, acts
+
+
+def stream_sites(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    sites: Iterable[str],
+    on_activation: Callable[[str, torch.Tensor], None],
+    site_map: SiteMap | None = None,
+    need_logits: bool = True,
+) -> torch.Tensor | None:
+    """One forward pass that hands each site's activation to ``on_activation(site, activation)`` as
+    it is produced and keeps none of them; returns the logits, or, with ``need_logits=False``, stops
+    the pass as soon as every site has fired (the layers after them and the unembedding never run)
+    and returns None. Grad mode is the caller's."""
+    sites = list(dict.fromkeys(sites))
+    remaining = set(sites)
+
+    def deliver(site: str, t: torch.Tensor) -> None:
+        on_activation(site, t)
+        remaining.discard(site)
+        if not remaining and not need_logits:
+            raise StopForward
+
+    logits = None
+    with hooks_at(model, sites, site_map, on_activation=deliver) as fired:
+        try:
+            logits = as_logits(model(tokens))
+        except StopForward:
+            pass
+    check_fired(model, sites, fired)
+    return logits
+
+
+def check_fired(model: nn.Module, sites: list[str], fired: Mapping[str, object]) -> None:
+    silent = [s for s in sites if s not in fired]
     if silent:
         raise RuntimeError(f"sites {silent} were hooked on {type(model).__name__} but never fired in its forward pass")
-    return logits, acts
 
 
 def model_device(model: nn.Module) -> torch.device | None:

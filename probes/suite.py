@@ -5,7 +5,9 @@
     result.to_frame(); result.best("parent_attention", "mass")
 
 Every forward probe reads the same pass, run under ``torch.no_grad()`` with hooks only at the
-union of their sites (no full activation cache). :class:`~probes.base.OwnPassProbe` probes run after it:
+union of their sites (no full activation cache); streaming probes reduce each activation the
+moment it is produced, so memory stays at one layer's activations whatever the depth, and long
+batches run in chunks (``batch_size``) with the same results. :class:`~probes.base.OwnPassProbe` probes run after it:
 the gradient probe does its own forward and backward pass, weight-space probes none. The suite
 leaves the model's train/eval mode as it finds it.
 """
@@ -18,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from probes.base import ForwardProbe, OwnPassProbe, Probe, ProbeBatch
-from probes.inputs import check_tokens
+from probes.base import LOGITS, ForwardProbe, OwnPassProbe, Probe, ProbeBatch, Stats
+from probes.inputs import check_tokens, check_tokens_fit
 from probes.records import ProbeResult, Record
-from probes.sites import SiteMap, find_sites, model_device, model_dims, run_with_sites
+from probes.sites import ModelDims, SiteMap, find_sites, model_device, model_dims, stream_sites
 
 
 class ProbeSuite:
@@ -44,32 +46,93 @@ class ProbeSuite:
     def sites(self, model: nn.Module, site_map: SiteMap | None = None) -> list[str]:
         """The canonical sites the forward probes read on ``model`` (in first-use order)."""
         dims = model_dims(model, site_map)
-        return list(dict.fromkeys(s for p in self.probes if isinstance(p, ForwardProbe) for s in p.sites(dims)))
+        wanted = (s for p in self.probes if isinstance(p, ForwardProbe) for s in p.sites(dims) if s != LOGITS)
+        return list(dict.fromkeys(wanted))
 
-    def run(self, model: nn.Module, tokens: torch.Tensor, site_map: SiteMap | None = None, **context: Any) -> ProbeResult:
+    def run(self, model: nn.Module, tokens: torch.Tensor, site_map: SiteMap | None = None,
+            batch_size: int | None = None, **context: Any) -> ProbeResult:
         """Run every probe on ``tokens`` ``[batch, pos]``; ``context`` holds per-batch data such as
-        ``reference`` ``[batch, vocab]`` (behaviour) or ``targets`` ``[batch, vocab]`` (gradient)."""
+        ``reference`` ``[batch, vocab]`` (behaviour) or ``targets`` ``[batch, vocab]`` (gradient).
+
+        batch_size: sequences per forward pass. ``None`` picks a size that keeps each pass's
+        largest activation (a layer's ``[batch, head, q, k]`` pattern, or the logits when a probe
+        reads them) near :data:`CHUNK_BYTES`. Streaming probes give the same numbers for any chunking.
+        """
         tokens = check_tokens(tokens)
+        dims = model_dims(model, site_map)
+        check_tokens_fit(tokens, dims)
         device = model_device(model)
         if device is not None:
             tokens = tokens.to(device)
-        batch = ProbeBatch(tokens, dict(context), model_dims(model, site_map), site_map=site_map)
+        batch = ProbeBatch(tokens, dict(context), dims, site_map=site_map)
         forward = [p for p in self.probes if isinstance(p, ForwardProbe)]
         own = [p for p in self.probes if isinstance(p, OwnPassProbe)]
-        sites = self.sites(model, site_map)
-        find_sites(model, sites, site_map)  # a missing site fails here, before any work
+        find_sites(model, self.sites(model, site_map), site_map)  # a missing site fails here, before any work
         for p in self.probes:
             p.check(batch)
+        size = _chunk_size(batch_size, tokens, dims, any(LOGITS in p.sites(dims) for p in forward))
         records: list[Record] = []
         if forward:
-            with torch.no_grad():
-                logits, acts = run_with_sites(model, tokens, sites, site_map)
-            batch.logits = logits
-            for p in forward:
-                records += p.compute(acts, batch)
+            records += self._forward(model, batch, forward, size)
         for p in own:
             records += p.run(model, batch)
         return ProbeResult(records)
+
+    def _forward(self, model: nn.Module, batch: ProbeBatch, probes: list[ForwardProbe], size: int) -> list[Record]:
+        """The forward probes over the batch in chunks of ``size`` sequences: streaming probes reduce
+        each activation as it is produced; whole-batch probes get their sites concatenated."""
+        readers: dict[str, list[ForwardProbe]] = {}
+        for p in probes:
+            for site in p.sites(batch.dims):
+                readers.setdefault(site, []).append(p)
+        whole = [p for p in probes if p.wants_whole_batch()]
+        kept_sites = {s for p in whole for s in p.sites(batch.dims)}
+        totals: dict[int, Stats] = {id(p): {} for p in probes if not p.wants_whole_batch()}
+        kept: dict[str, list[torch.Tensor]] = {s: [] for s in kept_sites}
+        n = batch.tokens.shape[0]
+        for start in range(0, n, size):
+            chunk = batch.rows(start, min(start + size, n))
+
+            def take(site: str, act: torch.Tensor, chunk: ProbeBatch = chunk) -> None:
+                for p in readers[site]:
+                    if p.wants_whole_batch():
+                        continue
+                    for key, value in p.stats(site, act, chunk).items():
+                        mine = totals[id(p)]
+                        mine[key] = mine[key] + value if key in mine else value
+                if site in kept:
+                    kept[site].append(act.detach())
+
+            hooked = [s for s in readers if s != LOGITS]
+            with torch.no_grad():
+                logits = stream_sites(model, chunk.tokens, hooked, take, batch.site_map, need_logits=LOGITS in readers)
+            if LOGITS in readers:
+                take(LOGITS, logits)
+        records: list[Record] = []
+        for p in probes:
+            if p.wants_whole_batch():
+                acts = {s: torch.cat(kept[s]) for s in p.sites(batch.dims)}
+                batch.logits = acts.get(LOGITS)
+                records += p.compute(acts, batch)
+            else:
+                records += p.records(totals[id(p)], batch)
+        batch.logits = None
+        return records
+
+
+CHUNK_BYTES = 256 * 2**20  # the default budget of a chunk's largest activation
+
+
+def _chunk_size(batch_size: object, tokens: torch.Tensor, dims: ModelDims, logits: bool) -> int:
+    n, T = tokens.shape
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected None (automatic) or an int >= 1, got {batch_size!r}")
+        return batch_size
+    per_sequence = 4 * T * T * (dims.n_heads or 1)
+    if logits:
+        per_sequence = max(per_sequence, 4 * T * (dims.d_vocab or 1))
+    return max(1, min(n, CHUNK_BYTES // per_sequence))
 
 
 def default_suite(
