@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from probes.adapters import probe_model
 from probes.base import LOGITS, ForwardProbe, OwnPassProbe, Probe, ProbeBatch, Stats
 from probes.inputs import check_tokens, check_tokens_fit
 from probes.records import ProbeResult, Record
@@ -45,7 +46,7 @@ class ProbeSuite:
 
     def sites(self, model: nn.Module, site_map: SiteMap | None = None) -> list[str]:
         """The canonical sites the forward probes read on ``model`` (in first-use order)."""
-        dims = model_dims(model, site_map)
+        dims = model_dims(probe_model(model, site_map), site_map)
         wanted = (s for p in self.probes if isinstance(p, ForwardProbe) for s in p.sites(dims) if s != LOGITS)
         return list(dict.fromkeys(wanted))
 
@@ -58,6 +59,7 @@ class ProbeSuite:
         largest activation (a layer's ``[batch, head, q, k]`` pattern, or the logits when a probe
         reads them) near :data:`CHUNK_BYTES`. Streaming probes give the same numbers for any chunking.
         """
+        model = probe_model(model, site_map)
         tokens = check_tokens(tokens)
         dims = model_dims(model, site_map)
         check_tokens_fit(tokens, dims)

@@ -107,3 +107,58 @@ class TokenSeqModel:
 
     def run_with_cache(self, *args, **kwargs):
         return self.model.run_with_cache(*args, **kwargs)
+
+
+def planted_gpt2(vocab: int = 16, n_ctx: int = 32, strength: float = 30.0, attn_implementation: str = "eager"):
+    """A Hugging Face ``GPT2LMHeadModel`` (2 layers x 2 heads, built offline) with a previous-token
+    head at L0H1 and an induction head at L1H0; L0H0, L1H1 and the MLPs are all zero.
+
+    GPT-2 normalises the residual before attention, so every code is zero-mean with a fixed norm,
+    which makes each LayerNorm a constant scale: token ``t`` is ``e_t - e_{V+t}`` in the token
+    block, position ``i`` is ``e_i - e_{N+i}`` in the position block, and L0H1 copies the previous
+    token's code into a third block, which L1H0 matches against the query token. Scores are
+    ``strength`` on a match, after LayerNorm and the ``1/sqrt(d_head)`` scale.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    V, N = vocab, n_ctx
+    tok, pos, prev = 0, 2 * V, 2 * V + 2 * N
+    d = 2 * V + 2 * N + 2 * V
+    d += d % 2  # two heads
+    dh = d // 2
+    if dh < max(N, 2 * V):
+        raise ValueError(f"vocab, n_ctx: a head of width {dh} cannot hold {N} positions and {2 * V} token slots")
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=d, vocab_size=V, n_positions=N, bos_token_id=0,
+                        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config._attn_implementation = attn_implementation
+    model = GPT2LMHeadModel(config).eval()
+    eps = config.layer_norm_epsilon
+    s0 = (4 / d + eps) ** -0.5  # LayerNorm's scale at layer 0: token and position codes, norm^2 = 4
+    s1 = ((4 + 2 * s0**2) / d + eps) ** -0.5  # at layer 1, with the copied previous token (norm^2 2 s0^2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for ln in [b.ln_1 for b in model.transformer.h] + [b.ln_2 for b in model.transformer.h] + [model.transformer.ln_f]:
+            ln.weight.fill_(1.0)
+        for t in range(V):
+            model.transformer.wte.weight[t, tok + t], model.transformer.wte.weight[t, tok + V + t] = 1.0, -1.0
+        for i in range(N):
+            model.transformer.wpe.weight[i, pos + i], model.transformer.wpe.weight[i, pos + N + i] = 1.0, -1.0
+        # GPT-2's Conv1D: c_attn.weight [d, 3d] = [W_q | W_k | W_v], head h in columns h*dh:(h+1)*dh
+        q, k, v = (slice(j * d + dh, j * d + 2 * dh) for j in range(3))  # head 1 of layer 0
+        w0 = model.transformer.h[0].attn.c_attn.weight
+        c0 = strength * dh**0.5 / s0**2
+        for i in range(N):
+            w0[pos + i, q.start + i] = 1.0  # the query at i asks for i ...
+        for j in range(N - 1):
+            w0[pos + j, k.start + j + 1] = c0  # ... and the key at j answers as j + 1
+        for r in range(2 * V):
+            w0[tok + r, v.start + r] = 1.0  # the value: the key's token code
+            model.transformer.h[0].attn.c_proj.weight[dh + r, prev + r] = 1.0  # written to the prev block
+        q, k = slice(0, dh), slice(d, d + dh)  # head 0 of layer 1
+        w1 = model.transformer.h[1].attn.c_attn.weight
+        c1 = strength * dh**0.5 / (s1**2 * s0)
+        for t in range(V):
+            w1[tok + t, q.start + t] = 1.0  # the query's token ...
+            w1[prev + t, k.start + t] = c1  # ... against the token before the key
+    return model
