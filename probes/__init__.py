@@ -19,7 +19,7 @@ from probes.behaviour import BehaviourProbe, ICLScore, strategy_predictions
 from probes.callback import ProbeCallback
 from probes.copying import LinearCopyingProbe, OVCopyingProbe, copying_score, ov_circuits
 from probes.files import read_jsonl
-from probes.formation import formation_steps, summarize
+from probes.formation import formation_steps, summarize, track
 from probes.gradient import GradientProbe, chi2_mutual_information, compare_to_mi, score_bias_gradient
 from probes.induction import (
     GraphInductionProbe,
@@ -30,6 +30,7 @@ from probes.induction import (
 )
 from probes.parents import chain_parents, check_parents, max_parents, parent_matrix
 from probes.records import ProbeResult, Record
+from probes.monitor import ProbeMonitor
 from probes.schedule import Schedule, at, every, log_spaced
 from probes.sites import MissingSiteError, ModelDims, find_site, model_dims, offered_sites, run_with_sites
 from probes.suite import ProbeSuite, default_suite
@@ -37,10 +38,10 @@ from probes.suite import ProbeSuite, default_suite
 __all__ = [
     "BehaviourProbe", "ForwardProbe", "GradientProbe", "GraphInductionProbe", "ICLScore", "InductionProbe",
     "LinearCopyingProbe", "MissingSiteError", "ModelDims", "OVCopyingProbe", "OwnPassProbe", "ParentAttention",
-    "PreviousTokenAttention", "Probe", "ProbeBatch", "ProbeCallback", "ProbeResult", "ProbeSuite", "Record",
+    "PreviousTokenAttention", "Probe", "ProbeBatch", "ProbeCallback", "ProbeMonitor", "ProbeResult", "ProbeSuite", "Record",
     "Schedule", "at", "chain_parents", "check_parents", "chi2_mutual_information", "compare_to_mi",
     "copying_score", "default_suite", "duplicate_token_pattern", "every", "find_site", "formation_steps",
     "induction_pattern", "log_spaced", "max_parents", "model_dims", "offered_sites", "ov_circuits",
     "parent_matrix", "pattern_score", "read_jsonl",
-    "repeated_random_tokens", "run_with_sites", "score_bias_gradient", "strategy_predictions", "summarize",
+    "repeated_random_tokens", "run_with_sites", "score_bias_gradient", "strategy_predictions", "summarize", "track",
 ]

@@ -56,8 +56,14 @@ def formation_steps(
 RecordsInput = Union[ProbeResult, Iterable[RecordLike], str, "os.PathLike[str]"]
 
 
-def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = None,
+              mechanisms: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> dict[str, Any]:
     """The mechanisms of a run from its probe records (a ProbeResult, records or rows, or a ``probes.jsonl`` path).
+
+    mechanisms: ``{name: [(probe, metric), ...]}``, the sources of each mechanism in order of
+    preference (``"{slot}"`` in a metric stands for the per-parent-slot suffix); default the
+    paper's three, ``parent_attention``, ``copying`` and ``induction``. thresholds: ``{name:
+    threshold}``, default 0.5 each.
 
     Returns ``{"final_step", "parent_attention", "copying", "induction"}``; each mechanism is
     ``{"probe", "metric", "layer", "head", "value", "threshold", "threshold_step", "steepest_step"}``
@@ -67,12 +73,13 @@ def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = No
     ``parent_attention_parent0``, ... (and likewise for the others) name the best head per parent
     slot. Rows without a ``step`` field count as one snapshot (formation steps are then None).
     """
-    rows = read_jsonl(records) if isinstance(records, (str, os.PathLike)) else as_dicts(records)
-    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    rows = _rows(records)
+    chosen = _MECHANISMS if mechanisms is None else dict(mechanisms)
+    limits = {**{k: 0.5 for k in chosen}, **DEFAULT_THRESHOLDS, **(thresholds or {})}
     steps = [r.get("step") for r in rows if r.get("step") is not None]
     final = max(steps) if steps else None
     summary: dict[str, Any] = {"final_step": final}
-    for key, sources in _MECHANISMS.items():
+    for key, sources in chosen.items():
         summary[key] = None
         for probe, metric in sources:
             names = {r["metric"] for r in rows if r["probe"] == probe}
@@ -87,19 +94,39 @@ def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = No
 
 
 def _mechanism(rows: list[dict], probe: str, metric: str, final: int | None, threshold: float) -> dict[str, Any] | None:
-    mine = [r for r in rows if r["probe"] == probe and r["metric"] == metric and r["value"] is not None
-            and not math.isnan(r["value"])]
+    return track(rows, probe, metric, threshold, final_step=final)
+
+
+def track(records: RecordsInput, probe: str, metric: str, threshold: float, layer: int | None = None,
+          head: int | None = None, increasing: bool = True, final_step: int | None = None) -> dict[str, Any] | None:
+    """Where and when any probe's ``metric`` formed: the best (layer, head) at the last probed step
+    (or the one given by ``layer`` / ``head``) and :func:`formation_steps` of its series.
+
+    Returns ``{"probe", "metric", "layer", "head", "value", "threshold", "threshold_step",
+    "steepest_step"}``, or None when no record measures it. ``increasing=False`` for scores that
+    fall as the mechanism forms (a KL): the best is then the smallest. A layer-level score
+    (``head`` None in the records, such as copying) stays in the residual stream once written, so
+    the layer that forms it is the first to reach the threshold.
+    """
+    sign = 1.0 if increasing else -1.0
+    mine = [r for r in _rows(records) if r["probe"] == probe and r["metric"] == metric and r["value"] is not None
+            and not math.isnan(r["value"]) and (layer is None or r["layer"] == layer)
+            and (head is None or r["head"] == head)]
+    steps = [r.get("step") for r in mine if r.get("step") is not None]
+    final = final_step if final_step is not None else (max(steps) if steps else None)
     last = [r for r in mine if r.get("step") == final]
     if not last:
         return None
-    best = max(last, key=lambda r: r["value"])
+    best = max(last, key=lambda r: sign * r["value"])
     if best["head"] is None:
-        # A layer-level score (copying) persists in the residual stream after the layer that
-        # wrote it; the layer that copies is the first to reach the threshold.
-        reached = sorted((r for r in last if r["value"] >= threshold), key=lambda r: r["layer"])
+        reached = sorted((r for r in last if sign * (r["value"] - threshold) >= 0), key=lambda r: r["layer"])
         best = reached[0] if reached else best
     series = sorted((r["step"], r["value"]) for r in mine
                     if r["layer"] == best["layer"] and r["head"] == best["head"] and r.get("step") is not None)
-    formed = formation_steps([s for s, _ in series], [v for _, v in series], threshold)
+    formed = formation_steps([s for s, _ in series], [v for _, v in series], threshold, increasing)
     return {"probe": probe, "metric": metric, "layer": best["layer"], "head": best["head"], "value": best["value"],
             "threshold": threshold, **formed}
+
+
+def _rows(records: RecordsInput) -> list[dict]:
+    return read_jsonl(records) if isinstance(records, (str, os.PathLike)) else as_dicts(records)
