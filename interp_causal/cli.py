@@ -71,10 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default: runs/GRAPH-sS-tT-MODEL-seedN)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps in total")
 
-    probe = sub.add_parser("probe", help="probe a saved run's checkpoint and print the mechanisms found")
-    probe.add_argument("run_dir", help="a run directory written by train or demo")
-    probe.add_argument("--batch-size", type=_positive_int, default=512, help="probe batch size (default: 512)")
+    probe = sub.add_parser("probe", help="probe a run, a Hugging Face model directory or a directory of checkpoints")
+    probe.add_argument("path", help="a run directory (train, demo), a local Hugging Face model directory "
+                                    "(config.json + safetensors), or a directory of them (checkpoint-*/, step*/)")
+    probe.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="probe batch size (default: 512 for a run, 64 for Hugging Face checkpoints)")
+    probe.add_argument("--seq-len", type=_positive_int, default=None,
+                       help="Hugging Face checkpoints: length of the repeated random tokens (default: the context, at most 128)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe batch (default: 0)")
+    probe.add_argument("--out", default=None, help="Hugging Face checkpoints: where to write (default: PATH)")
+    probe.add_argument("--quiet", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("reproduce", help="reproduce one of the paper's experiments, with figures and a report")
     rep.add_argument("experiment", choices=names.EXPERIMENTS, help="which experiment (docs/science.md §4)")
@@ -165,9 +171,10 @@ def _print_summary(summary: dict, out: Path, mechanism_lines: list[str]) -> None
 
 
 def cmd_probe(args) -> int:
-    from interp_causal.probing import probe_run
+    from interp_causal.probing import probe_path
 
-    result = probe_run(Path(args.run_dir), batch_size=args.batch_size, seed=args.seed)
+    result = probe_path(Path(args.path), args.out, args.batch_size, args.seed, args.seq_len,
+                        progress=False if args.quiet else None)
     print(json.dumps(result, indent=2))
     return 0
 

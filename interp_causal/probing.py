@@ -3,7 +3,8 @@
 ``default_callback(trainer)`` probes a run while it trains (pass it to ``train_run(...,
 callbacks=default_callback)``; it writes ``probes.jsonl`` and adds ``mechanisms`` to the summary);
 ``probe_run`` probes a saved checkpoint with the full suite, scikit-learn's linear copying probe
-included; ``mechanism_lines`` prints what the summary found.
+included; ``probe_path`` is ``interp-causal probe PATH``: a run, a Hugging Face model directory or
+a directory of checkpoints; ``mechanism_lines`` prints what the summary found.
 """
 
 from __future__ import annotations
@@ -90,3 +91,61 @@ def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict
     out = {"step": int(state["step"]), "mechanisms": summary, "records": [r for r in result.to_dicts()]}
     RunDir(run_dir).write_probe_summary(out)
     return out
+
+
+def probe_path(path: str | Path, out: str | Path | None = None, batch_size: int | None = None, seed: int = 0,
+               seq_len: int | None = None, threshold: float = 0.5, progress: bool | None = None) -> dict:
+    """``interp-causal probe PATH``. A run directory: :func:`probe_run`. A local Hugging Face model
+    directory, or a directory of them (``checkpoint-*/``, ``step*/``, any name ending in a step):
+    the head map's scores (previous-token, duplicate-token, induction) on repeated random tokens
+    from the model's vocabulary, one ``probes.jsonl`` across steps, when each score formed, and
+    the figures, in ``out`` (default ``path``). Every checkpoint is checked before anything is
+    probed or written, so a bad one leaves nothing behind."""
+    from probes import ProbeSuite, track
+    from probes.checkpoints import check_transformers_dir, find_checkpoints, is_transformers_dir, load_transformers, step_of
+    from probes.heads import HEAD_METRICS, default_tokens, grids, head_probes
+
+    from interp_causal.report import figures
+
+    path = Path(path)
+    if RunDir(path).holds_run():
+        return probe_run(path, batch_size=batch_size or 512, seed=seed)
+    if not path.is_dir():
+        raise FileNotFoundError(f"path: {path} is not a directory")
+    checkpoints = [(step_of(path) or 0, path)] if is_transformers_dir(path) else find_checkpoints(path)
+    if not checkpoints:
+        raise FileNotFoundError(f"path: {path} is neither a run directory, nor a Hugging Face model directory "
+                                f"(config.json and weights), nor a directory of checkpoints (checkpoint-*/, step*/)")
+    for _, checkpoint in checkpoints:
+        check_transformers_dir(checkpoint)
+    loaded = {checkpoints[0][1]: load_transformers(checkpoints[0][1])}
+    tokens = default_tokens(loaded[checkpoints[0][1]], batch_size or 64, seq_len, seed)
+    monitor = probe_checkpoints_of(checkpoints, loaded, ProbeSuite(head_probes(tokens.shape[1] // 2)), tokens, progress)
+    run = RunDir(out if out is not None else path)
+    run.write_probes(monitor.rows)
+    last = max(s for s, _ in checkpoints)
+    final = grids(r for r in monitor.rows if r["step"] == last)
+    title = f"{path.name}: {len(checkpoints)} checkpoint(s), step {last}"
+    names = [figures.head_map(final, run.figure("heads.png"), title).name]
+    formed = {name: track(monitor.rows, *HEAD_METRICS[name], threshold) for name in final}
+    if len(checkpoints) > 1:
+        series = {}
+        for name, f in formed.items():
+            pts = sorted((r["step"], r["value"]) for r in monitor.rows if (r["probe"], r["metric"]) == HEAD_METRICS[name]
+                         and (r["layer"], r["head"]) == (f["layer"], f["head"]))
+            series[f"{name} (L{f['layer']}H{f['head']})"] = ([s for s, _ in pts], [v for _, v in pts])
+        names.append(figures.scores_over_steps(series, {f"{n} (L{f['layer']}H{f['head']})": f["threshold_step"]
+                                                        for n, f in formed.items()},
+                                               run.figure("heads_over_training.png"), title).name)
+    result = {"steps": [s for s, _ in checkpoints], "formation": formed, "figures": names,
+              "heads": {name: grid.tolist() for name, grid in final.items()}}
+    run.write_probe_summary(result)
+    return result
+
+
+def probe_checkpoints_of(checkpoints, loaded: dict, suite, tokens, progress: bool | None):
+    """:func:`probes.checkpoints.probe_checkpoints` with the Hugging Face loader, reusing models already loaded."""
+    from probes.checkpoints import load_transformers, probe_checkpoints
+
+    return probe_checkpoints(checkpoints, lambda p: loaded.pop(p, None) or load_transformers(p), suite, tokens,
+                             progress=progress)

@@ -168,3 +168,43 @@ def by_position(mean: Sequence[float | None], std: Sequence[float | None], path:
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def head_map(grids: dict[str, torch.Tensor], path: str | Path, title: str) -> Path:
+    """One layer x head heatmap per score (``probes.heads.head_scores``), each cell annotated: which
+    head does what, at a glance."""
+    fig = _figure(3.2 * len(grids) + 1, 0.45 * max(g.shape[0] for g in grids.values()) + 2.2)
+    axes = fig.subplots(1, len(grids), squeeze=False)[0]
+    for ax, (name, grid) in zip(axes, grids.items()):
+        im = ax.imshow(grid.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
+        ax.set_title(name.replace("_", " "), fontsize=10)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_xticks(range(grid.shape[1]))
+        ax.set_yticks(range(grid.shape[0]))
+        if grid.numel() <= 256:
+            for (l, h), v in zip(((l, h) for l in range(grid.shape[0]) for h in range(grid.shape[1])), grid.flatten()):
+                ax.text(h, l, f"{float(v):.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if float(v) > 0.6 else "white")
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.85)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def scores_over_steps(series: dict[str, tuple[list[int], list[float]]], formed: dict[str, int | None],
+                      path: str | Path, title: str) -> Path:
+    """Each score of its best head against the training step, the formation steps marked."""
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    for name, (steps, values) in series.items():
+        line = ax.plot(steps, values, marker="o", markersize=3, label=name)[0]
+        if formed.get(name) is not None:
+            ax.axvline(formed[name], color=line.get_color(), linestyle="--", alpha=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("score of the best head")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("dashed: the step at which each score first reached its threshold", fontsize=10)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -11,7 +11,7 @@
 | ``probes.jsonl`` | ``probes.ProbeCallback`` | one probe record per line, with its ``step`` |
 | ``checkpoint.pt`` | the trainer, atomically | model, optimiser, schedule, data streams: resumes bit for bit |
 | ``summary.json`` | the trainer at the end of ``fit`` | :data:`SUMMARY_KEYS`, plus what callbacks add (``mechanisms``) |
-| ``probe_summary.json`` | ``interp-causal probe`` | the full suite on the checkpoint |
+| ``probe_summary.json`` | ``interp-causal probe`` | the full suite on the checkpoint; for Hugging Face checkpoints, the head map and formation steps |
 | ``reproduction.json`` | ``interp-causal reproduce`` | our numbers beside the paper's (``rows``) |
 | ``report.md``, ``figures/`` | ``interp-causal report`` / ``reproduce`` | the one-page report and its PNGs |
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from probes.files import append_jsonl, atomic_write, read_json, read_jsonl, rewrite_jsonl, write_json
+from probes.files import append_jsonl, atomic_write, jsonl_text, read_json, read_jsonl, rewrite_jsonl, write_json
 
 from interp_causal.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -118,6 +118,10 @@ class RunDir:
         if not self.metrics.is_file():
             raise FileNotFoundError(f"run_dir: {self.path} has no {RunDir.metrics}; train a run into it first")
         return read_jsonl(self.metrics)
+
+    def write_probes(self, rows: list[dict]) -> None:
+        """Replace ``probes.jsonl`` with ``rows`` at once (probing saved checkpoints)."""
+        atomic_write(self.probes, jsonl_text(rows).encode("utf-8"))
 
     def read_probes(self) -> list[dict] | None:
         """The probe records of the run, or None when it was trained without probes."""
