@@ -191,6 +191,33 @@ def bench_suite_vs_detect_head(n_seq: int, repeats: int) -> dict:
                1000 * base, "time")
 
 
+def bench_gpt2_small(repeats: int) -> list[dict]:
+    """A GPT-2-small-sized ``transformers`` model with random weights, 256 sequences x 128 tokens:
+    the suite (previous-token, duplicate-token, induction) against a plain forward of the same
+    batch, in time and in peak memory above the model's own (each phase in a fresh process); and
+    TransformerLens ``run_with_cache`` + ``detect_head`` per sequence on 16 sequences against the
+    suite on the same 16, whose scores must agree to 1e-5."""
+    def phase(name: str, n: int = 256) -> dict:
+        done = subprocess.run([sys.executable, str(HERE / "gpt2_small.py"), name, str(n)], check=True,
+                              capture_output=True, text=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    suite = [phase("suite") for _ in range(repeats)]
+    forward = [phase("forward") for _ in range(repeats)]
+    med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
+    detect = phase("detect_head", 16)
+    if detect["max_abs_diff"] > 1e-5:
+        raise AssertionError(f"suite and detect_head disagree by {detect['max_abs_diff']}")
+    return [
+        row("gpt2_small_suite_s", med(suite, "seconds"), "s", "plain forward of the same 256 x 128 batch",
+            med(forward, "seconds"), "time"),
+        row("gpt2_small_suite_peak_mb", med(suite, "peak_mb"), "MB", "plain forward's peak above the model",
+            med(forward, "peak_mb")),
+        row("gpt2_small_vs_detect_head_ms", 1000 * detect["suite_seconds"] / 16, "ms/seq",
+            "run_with_cache + detect_head per sequence", 1000 * detect["seconds"] / 16, "time"),
+    ]
+
+
 # ---- end to end -------------------------------------------------------------------------------
 def bench_demo(repeats: int) -> dict:
     """``interp-causal demo`` end to end in a fresh process, against the start-up of a process that
@@ -242,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
         ("probe_overhead", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
         ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
+        ("gpt2_small", lambda: bench_gpt2_small(1 if args.quick else 3)),
         ("demo_wall_s", lambda: bench_demo(1 if args.quick else 3)),
     ]
     if args.only:
@@ -252,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, job in jobs:
         print(f"  running {name} ...", file=sys.stderr, flush=True)
-        rows.append(job())
+        done = job()
+        rows += done if isinstance(done, list) else [done]
     print(table(rows))
     load = os.getloadavg()
     print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; speedup: times faster than the "
