@@ -162,3 +162,63 @@ def planted_gpt2(vocab: int = 16, n_ctx: int = 32, strength: float = 30.0, attn_
             w1[tok + t, q.start + t] = 1.0  # the query's token ...
             w1[prev + t, k.start + t] = c1  # ... against the token before the key
     return model
+
+
+def planted_llama(vocab: int = 16, n_ctx: int = 32, strength: float = 30.0, head_dim: int = 64,
+                  attn_implementation: str = "eager"):
+    """A Hugging Face ``LlamaForCausalLM`` (2 layers x 2 heads, built offline) with a previous-token
+    head at L0H1 and an induction head at L1H0; L0H0, L1H1 and the MLPs are all zero.
+
+    Llama has no position embedding: positions reach attention only through the rotary embedding,
+    which turns a query ``a`` at ``i`` and a key ``b`` at ``j`` into ``a . R((j - i) theta) b`` in
+    each plane. The previous-token head uses a constant query ``e_1`` and key ``R(theta) e_1`` in
+    the fastest planes, so its score ``sum cos((1 - (i - j)) theta)`` peaks at ``j = i - 1``; the
+    induction head matches tokens in the slowest planes, where the rotation is nearly the identity
+    (``rope_theta = 1e6``). Codes have a fixed norm, so each RMSNorm is a constant scale.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    V, N, dh = vocab, n_ctx, head_dim
+    half, fast = dh // 2, 8  # planes k and k + half; the 8 fastest planes make the previous-token score
+    tok, const, prev = 0, V, V + 1
+    d = 2 * dh
+    if V > half - fast or 2 * V + 1 > d:
+        raise ValueError(f"vocab: {V} tokens need more than the {half - fast} slow rotary planes of head_dim={dh}")
+    config = LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, hidden_size=d,
+                         head_dim=dh, intermediate_size=4 * d, vocab_size=V, max_position_embeddings=N,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6}, bos_token_id=0,
+                         eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+    config._attn_implementation = attn_implementation
+    model = LlamaForCausalLM(config).eval()
+    theta = 1.0 / (1e6 ** (torch.arange(0, dh, 2, dtype=torch.float64) / dh))  # [half]
+    eps = config.rms_norm_eps
+    r0 = (2 / d + eps) ** -0.5  # RMSNorm's scale at layer 0: token and constant, norm^2 = 2
+    r1 = (3 / d + eps) ** -0.5  # at layer 1, with the copied previous token
+    lag = torch.arange(N, dtype=torch.float64)  # i - j
+    score = torch.cos((1 - lag[:, None]) * theta[None, :fast]).sum(-1)  # [lag]
+    margin = float(score[1] - torch.cat([score[:1], score[2:]]).max())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in [b.input_layernorm for b in model.model.layers] + [b.post_attention_layernorm for b in model.model.layers]:
+            norm.weight.fill_(1.0)
+        model.model.norm.weight.fill_(1.0)
+        emb = model.model.embed_tokens.weight
+        emb[:, const] = 1.0
+        emb[torch.arange(V), tok + torch.arange(V)] = 1.0
+        a0 = model.model.layers[0].self_attn  # Linear weights are [out, in]; head h owns rows h*dh:(h+1)*dh
+        c0 = strength * dh**0.5 / (r0**2 * margin)
+        for k in range(fast):
+            a0.q_proj.weight[dh + k, const] = 1.0
+            a0.k_proj.weight[dh + k, const] = c0 * float(torch.cos(theta[k]))
+            a0.k_proj.weight[dh + half + k, const] = c0 * float(torch.sin(theta[k]))
+        for t in range(V):
+            a0.v_proj.weight[dh + t, tok + t] = 1.0
+            a0.o_proj.weight[prev + t, dh + t] = 1.0 / r0  # the previous token, as a one-hot
+        a1 = model.model.layers[1].self_attn
+        c1 = strength * dh**0.5 / r1**2
+        for t in range(V):
+            plane = half - V + t  # slow planes
+            a1.q_proj.weight[plane, tok + t] = 1.0
+            a1.k_proj.weight[plane, prev + t] = c1
+    return model

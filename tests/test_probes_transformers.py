@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from probes import InductionProbe, ParentAttention, PreviousTokenAttention, ProbeSuite
-from probes.testing import planted_gpt2
+from probes.testing import planted_gpt2, planted_llama
 
 transformers = pytest.importorskip("transformers")
 V, T = 16, 32
@@ -132,16 +132,17 @@ def test_the_probes_follow_the_model_as_it_trains():
     assert_scores(after, reference_scores(model))
 
 
-def test_the_suite_names_exactly_the_planted_heads_of_a_gpt2():
+@pytest.mark.parametrize("planted", [planted_gpt2, planted_llama], ids=["gpt2", "llama"])
+def test_the_suite_names_exactly_the_planted_heads(planted):
     for attn in ("eager", "sdpa"):
-        model = planted_gpt2(vocab=V, n_ctx=T, attn_implementation=attn)
+        model = planted(vocab=V, n_ctx=T, attn_implementation=attn)
         res = ProbeSuite([PreviousTokenAttention(), InductionProbe(period=T // 2)]).run(model, TOKENS)
         prev, induction = res.best("previous_token", "score"), res.best("induction", "repeat")
         assert (prev.layer, prev.head) == (0, 1) and prev.value > 0.9
         assert (induction.layer, induction.head) == (1, 0) and induction.value > 0.9
         others = [r.value for r in res.select("induction", "repeat") if (r.layer, r.head) != (1, 0)]
         assert max(others) < 0.1
-    assert_scores(suite_scores(model), reference_scores(planted_gpt2(vocab=V, n_ctx=T)))
+    assert_scores(suite_scores(model), reference_scores(planted(vocab=V, n_ctx=T)))
 
 
 def test_a_site_map_still_wins_over_the_bridge():
