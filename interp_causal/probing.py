@@ -74,9 +74,13 @@ def mechanism_lines(summary: dict | None) -> list[str]:
 
 def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict:
     """Probe a saved run's checkpoint: attention, induction, logistic and ridge copying probes,
-    KL to the Bayes estimator. Writes ``probe_summary.json`` beside the checkpoint."""
+    KL to the Bayes estimator, and the head map (``figures/heads.png``: the token-pattern scores on
+    repeated random tokens beside the graph's parent attention and graph-aware induction). Writes
+    ``probe_summary.json`` beside the checkpoint."""
     from probes import BehaviourProbe, LinearCopyingProbe, ProbeSuite, default_suite, summarize
+    from probes.heads import grids, head_scores
 
+    from interp_causal.report import figures
     from interp_causal.training import load_run
 
     task, model, _, state = load_run(run_dir)
@@ -88,8 +92,12 @@ def probe_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict
     )
     result = suite.run(model, batch.tokens, reference=bayes(batch.tokens, task))
     summary = summarize(result)
-    out = {"step": int(state["step"]), "mechanisms": summary, "records": [r for r in result.to_dicts()]}
-    RunDir(run_dir).write_probe_summary(out)
+    run = RunDir(run_dir)
+    heads = {**head_scores(model), **grids(result)}  # token-pattern scores, then the graph's own
+    figure = figures.head_map(heads, run.figure("heads.png"), f"{run.path.name}, step {int(state['step'])}")
+    out = {"step": int(state["step"]), "mechanisms": summary, "records": [r for r in result.to_dicts()],
+           "heads": {name: grid.tolist() for name, grid in heads.items()}, "figures": [figure.name]}
+    run.write_probe_summary(out)
     return out
 
 

@@ -83,7 +83,8 @@ def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = No
         summary[key] = None
         for probe, metric in sources:
             names = {r["metric"] for r in rows if r["probe"] == probe}
-            slots = sorted(int(m.group(1)) for n in names if (m := re.fullmatch(metric.format(slot=r"_parent(\d+)"), n)))
+            per_slot = re.compile(metric.format(slot=r"_parent(\d+)")) if "{slot}" in metric else None
+            slots = sorted(int(m.group(1)) for n in names if per_slot and (m := per_slot.fullmatch(n)))
             if metric.format(slot="") not in names and not slots:
                 continue
             summary[key] = _mechanism(rows, probe, metric.format(slot=""), final, limits[key])

@@ -158,3 +158,18 @@ def test_cli_module_imports_no_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_probe_a_run_directory_with_the_full_suite_and_a_head_map(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["probe", str(out), "--batch-size", "64"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["step"] == 20 and printed["mechanisms"]["final_step"] is None  # one snapshot
+    assert {"linear_copying", "behaviour"} <= {r["probe"] for r in printed["records"]}
+    grid = printed["heads"]
+    assert {"previous_token", "induction", "parent_attention", "graph_induction"} <= set(grid)
+    assert len(grid["previous_token"]) == 2  # layers of the paper model
+    assert (out / "figures" / "heads.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "probe_summary.json").read_text())["heads"] == grid

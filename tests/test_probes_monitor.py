@@ -82,3 +82,13 @@ def test_the_hugging_face_trainer_calls_the_monitor(tmp_path):
     assert steps == [0, 2, 4, 5]
     formed = monitor.formation("previous_token", "score", threshold=0.5)
     assert (formed["layer"], formed["head"]) == (0, 1) and formed["threshold_step"] == 0
+
+
+def test_summarize_takes_any_mechanism_and_threshold():
+    from probes import summarize
+
+    rows = [{"probe": "induction", "metric": "repeat", "layer": l, "head": 0, "value": v, "step": s}
+            for s, vals in ((0, (0.0, 0.1)), (5, (0.1, 0.3)), (9, (0.1, 0.7))) for l, v in enumerate(vals)]
+    out = summarize(rows, thresholds={"stripe": 0.25}, mechanisms={"stripe": [("induction", "repeat")]})
+    assert set(out) == {"final_step", "stripe"}
+    assert (out["stripe"]["layer"], out["stripe"]["threshold_step"], out["stripe"]["threshold"]) == (1, 5, 0.25)
