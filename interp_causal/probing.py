@@ -110,7 +110,14 @@ def probe_path(path: str | Path, out: str | Path | None = None, batch_size: int 
     the figures, in ``out`` (default ``path``). Every checkpoint is checked before anything is
     probed or written, so a bad one leaves nothing behind."""
     from probes import ProbeSuite, track
-    from probes.checkpoints import check_transformers_dir, find_checkpoints, is_transformers_dir, load_transformers, step_of
+    from probes.checkpoints import (
+        check_transformers_dir,
+        find_checkpoints,
+        is_transformers_dir,
+        load_transformers,
+        probe_checkpoints,
+        step_of,
+    )
     from probes.heads import HEAD_METRICS, default_tokens, grids, head_probes
 
     from interp_causal.report import figures
@@ -126,9 +133,9 @@ def probe_path(path: str | Path, out: str | Path | None = None, batch_size: int 
                                 f"(config.json and weights), nor a directory of checkpoints (checkpoint-*/, step*/)")
     for _, checkpoint in checkpoints:
         check_transformers_dir(checkpoint)
-    loaded = {checkpoints[0][1]: load_transformers(checkpoints[0][1])}
-    tokens = default_tokens(loaded[checkpoints[0][1]], batch_size or 64, seq_len, seed)
-    monitor = probe_checkpoints_of(checkpoints, loaded, ProbeSuite(head_probes(tokens.shape[1] // 2)), tokens, progress)
+    tokens = default_tokens(load_transformers(checkpoints[0][1]), batch_size or 64, seq_len, seed)
+    monitor = probe_checkpoints(checkpoints, load_transformers, ProbeSuite(head_probes(tokens.shape[1] // 2)), tokens,
+                                progress=progress)
     run = RunDir(out if out is not None else path)
     run.write_probes(monitor.rows)
     last = max(s for s, _ in checkpoints)
@@ -137,23 +144,15 @@ def probe_path(path: str | Path, out: str | Path | None = None, batch_size: int 
     names = [figures.head_map(final, run.figure("heads.png"), title).name]
     formed = {name: track(monitor.rows, *HEAD_METRICS[name], threshold) for name in final}
     if len(checkpoints) > 1:
-        series = {}
+        series, steps = {}, {}
         for name, f in formed.items():
+            label = f"{name} (L{f['layer']}H{f['head']})"
             pts = sorted((r["step"], r["value"]) for r in monitor.rows if (r["probe"], r["metric"]) == HEAD_METRICS[name]
                          and (r["layer"], r["head"]) == (f["layer"], f["head"]))
-            series[f"{name} (L{f['layer']}H{f['head']})"] = ([s for s, _ in pts], [v for _, v in pts])
-        names.append(figures.scores_over_steps(series, {f"{n} (L{f['layer']}H{f['head']})": f["threshold_step"]
-                                                        for n, f in formed.items()},
-                                               run.figure("heads_over_training.png"), title).name)
+            series[label], steps[label] = ([s for s, _ in pts], [v for _, v in pts]), f["threshold_step"]
+        names.append(figures.scores_over_steps(series, steps, run.figure("heads_over_training.png"), title).name)
     result = {"steps": [s for s, _ in checkpoints], "formation": formed, "figures": names,
               "heads": {name: grid.tolist() for name, grid in final.items()}}
     run.write_probe_summary(result)
     return result
 
-
-def probe_checkpoints_of(checkpoints, loaded: dict, suite, tokens, progress: bool | None):
-    """:func:`probes.checkpoints.probe_checkpoints` with the Hugging Face loader, reusing models already loaded."""
-    from probes.checkpoints import load_transformers, probe_checkpoints
-
-    return probe_checkpoints(checkpoints, lambda p: loaded.pop(p, None) or load_transformers(p), suite, tokens,
-                             progress=progress)

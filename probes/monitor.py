@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from probes.adapters import unwrap_nnsight
 from probes.files import append_jsonl, read_jsonl
 from probes.formation import track
 from probes.inputs import check_tokens
@@ -85,7 +86,8 @@ class ProbeMonitor:
         step = _check_step(step)
         if step == self.last_step:
             return None
-        modules = [m for m in (model, getattr(model, "_module", None)) if isinstance(m, nn.Module)]
+        module = unwrap_nnsight(model)  # an nnsight wrapper is no nn.Module; its module has the mode
+        modules = [module] if isinstance(module, nn.Module) else []
         was_training = [m.training for m in modules]
         threads = torch.get_num_threads()
         for m in modules:

@@ -66,9 +66,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    def __fspath__(self) -> str:
-        return os.fspath(self.path)
-
     # ---- life cycle ----------------------------------------------------------------------------
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
