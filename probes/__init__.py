@@ -17,10 +17,12 @@ from probes.attention import ParentAttention, PreviousTokenAttention, pattern_sc
 from probes.base import ForwardProbe, OwnPassProbe, Probe, ProbeBatch
 from probes.behaviour import BehaviourProbe, ICLScore, strategy_predictions
 from probes.callback import ProbeCallback
+from probes.causal import AblationProbe, PatchingProbe
 from probes.copying import LinearCopyingProbe, OVCopyingProbe, copying_score, ov_circuits
 from probes.files import read_jsonl
 from probes.formation import formation_steps, summarize, track
 from probes.gradient import GradientProbe, chi2_mutual_information, compare_to_mi, score_bias_gradient
+from probes.interventions import Ablate, Clamp, Patch, attach, intervene, named_pattern
 from probes.induction import (
     GraphInductionProbe,
     InductionProbe,
@@ -36,8 +38,8 @@ from probes.sites import MissingSiteError, ModelDims, find_site, model_dims, off
 from probes.suite import ProbeSuite, default_suite
 
 __all__ = [
-    "BehaviourProbe", "ForwardProbe", "GradientProbe", "GraphInductionProbe", "ICLScore", "InductionProbe",
-    "LinearCopyingProbe", "MissingSiteError", "ModelDims", "OVCopyingProbe", "OwnPassProbe", "ParentAttention",
+    "Ablate", "AblationProbe", "BehaviourProbe", "Clamp", "Patch", "attach", "intervene", "named_pattern", "ForwardProbe", "GradientProbe", "GraphInductionProbe", "ICLScore", "InductionProbe",
+    "LinearCopyingProbe", "MissingSiteError", "ModelDims", "OVCopyingProbe", "OwnPassProbe", "ParentAttention", "PatchingProbe",
     "PreviousTokenAttention", "Probe", "ProbeBatch", "ProbeCallback", "ProbeMonitor", "ProbeResult", "ProbeSuite", "Record",
     "Schedule", "at", "chain_parents", "check_parents", "chi2_mutual_information", "compare_to_mi",
     "copying_score", "default_suite", "duplicate_token_pattern", "every", "find_site", "formation_steps",

@@ -75,12 +75,16 @@ def bridge(cfg: Config, weights: dict[str, torch.Tensor]):
 
 def reference_forward(
     cfg: Config, weights: dict[str, torch.Tensor], tokens: torch.Tensor, bias: torch.Tensor | None = None,
-    taps: "nn.ModuleDict | None" = None,
+    taps: "nn.ModuleDict | None" = None, patterns_set: dict | None = None, z_set: dict | None = None,
+    z_out: dict | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Plain-torch forward pass: ``(logits [b, T, V], patterns per layer [b, H, T, T])``.
 
     bias ``[H, T, T]`` is added to layer 0's scores after masking. ``taps`` (identity modules
     named like ``pattern0``) let :class:`PlainModel` expose activations; the maths is the same.
+    Interventions, written out by hand: ``patterns_set`` ``{(layer, head): [b or 1, T, T]}`` replaces
+    a head's pattern, ``z_set`` ``{(layer, head): [b or 1, T, d_head]}`` its output; ``z_out``
+    receives every layer's ``z`` ``[b, T, H, d_head]``.
     """
     w = weights
     tap = (lambda name, x: taps[name](x)) if taps is not None else (lambda name, x: x)
@@ -100,8 +104,18 @@ def reference_forward(
             scores = scores + bias
         scores = tap(f"scores{l}", scores)
         pattern = tap(f"pattern{l}", scores.softmax(-1))
+        for (layer, head), p in (patterns_set or {}).items():
+            if layer == l:
+                pattern = pattern.clone()
+                pattern[:, head] = p
         patterns.append(pattern)
         z = tap(f"z{l}", torch.einsum("bhqk,bkhd->bqhd", pattern, v))
+        for (layer, head), value in (z_set or {}).items():
+            if layer == l:
+                z = z.clone()
+                z[:, :, head] = value
+        if z_out is not None:
+            z_out[l] = z
         x = tap(f"resid_post{l}", x + torch.einsum("bqhd,hdm->bqm", z, w[f"{a}.W_O"]) + w[f"{a}.b_O"])
     return x @ w["unembed.W_U"] + w["unembed.b_U"], patterns
 
