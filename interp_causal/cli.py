@@ -39,7 +39,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="paper", choices=names.MODELS, help="model preset (default: paper)")
+    p.add_argument("--model", default=None, choices=names.MODELS,
+                   help="model preset (default: paper; paper-reduced with --recipe stagewise, the model of Algorithm 1)")
     p.add_argument("--heads", type=_heads, default=None, help="paper model heads per layer, e.g. 2,1 (default: 1,1)")
     p.add_argument("--recipe", default="fast", choices=names.RECIPES, help="training recipe (default: fast)")
     p.add_argument("--steps", type=_positive_int, default=None, help="total training steps (default: the recipe's)")
@@ -50,6 +51,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forward", default="auto", choices=names.FORWARDS,
                    help="how training computes logits: structured (the paper model's fast path), hooked "
                         "(the model's own forward), auto (structured where it applies; default)")
+    p.add_argument("--ablate", action="append", default=[], metavar="L.H",
+                   help="zero-ablate head H of layer L (from 0) in every forward pass; repeatable")
+    p.add_argument("--clamp", action="append", default=[], metavar="L.H=PATTERN",
+                   help="make head L.H attend with PATTERN: previous, parents, parents:R (the R-th parent), "
+                        "induction or graph_induction; repeatable")
+    p.add_argument("--freeze", action="append", default=[], metavar="PARAM[@START:STOP]",
+                   help="no updates to PARAM (e.g. blocks.0.attn.W_Q, or a prefix such as blocks.0.) in steps "
+                        "START..STOP-1 (default: all); repeatable")
     p.add_argument("--no-probes", action="store_true", help="train without the probe callback")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -131,14 +140,20 @@ def cmd_train(args) -> int:
     from interp_causal.training import get_recipe, make_config
 
     out = Path(args.out) if args.out else None
+    given = [f"--{k}" for k in ("ablate", "clamp", "freeze") if getattr(args, k)]
     if args.resume:
         if out is None:
             raise ValueError("out: --resume needs --out, the run directory to continue")
+        if given:
+            raise ValueError(f"{', '.join(given)}: a resumed run applies the interventions in its config.json; "
+                             "they cannot change half-way")
         return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps)
     task = _task_from_args(args)
     recipe = get_recipe(args.recipe).with_overrides(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every
     )
+    if args.model is None:
+        args.model = "paper-reduced" if recipe.stage_split else "paper"
     options = {}
     if args.heads is not None:
         if not args.model.startswith("paper"):
@@ -146,7 +161,9 @@ def cmd_train(args) -> int:
         options["heads"] = list(args.heads)
     if out is None:
         out = Path("runs") / f"{task.graph.name}-s{task.vocab_size}-t{task.seq_len}-{args.model}-seed{args.seed}"
-    config = make_config(task, args.model, recipe, args.seed, options, forward=args.forward)
+    interventions = {"ablate": args.ablate, "clamp": args.clamp, "freeze": args.freeze}
+    config = make_config(task, args.model, recipe, args.seed, options, forward=args.forward,
+                         interventions={k: v for k, v in interventions.items() if v})
     return _train(config, out, resume=False, probes=not args.no_probes, quiet=args.quiet)
 
 
@@ -166,6 +183,10 @@ def _print_summary(summary: dict, out: Path, mechanism_lines: list[str]) -> None
     print(f"final test loss {summary['final_test_loss']:.4f}")
     print(f"Bayes loss      {summary['bayes_loss']:.4f}")
     print(f"gap             {summary['gap']:+.4f}  ({summary['gap_pct']:+.2f}% of Bayes)")
+    for line in summary.get("interventions", []):
+        print(f"intervention    {line}")
+    if summary.get("stage_split"):
+        print(f"stage-wise      stage 2 from step {summary['stage_split']}")
     for line in mechanism_lines:
         print(line)
 

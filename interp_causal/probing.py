@@ -68,6 +68,7 @@ def mechanism_lines(summary: dict | None) -> list[str]:
                 f"{label + (' ' + slot if slot else ''):<17}{where}: {m['metric']} {m['value']:.3f}; "
                 f"formed at step {formed if formed is not None else 'never'} "
                 f"(threshold {m['threshold']}), steepest rise at step {m['steepest_step']}"
+                + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "")
             )
     return lines
 

@@ -33,6 +33,7 @@ patterns read the tokens of each forward pass from the model's input.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Union
@@ -343,13 +344,25 @@ class Clamp(HeadIntervention):
 # ---- attaching -----------------------------------------------------------------------------------
 class Attached:
     """Interventions held on a model until :meth:`remove`. ``model`` is the module to call (for a
-    Hugging Face model, the bridge the probes use: see ``probes.adapters``)."""
+    Hugging Face model, the bridge the probes use: see ``probes.adapters``).
+
+    The model keeps its handles (``model._attached_interventions``), so the hooks live as long as
+    the model does, even when this handle is dropped (as :func:`~interp_causal.training.run.load_run`
+    does). They are taken off by :meth:`remove`, when the model is collected, or at interpreter exit
+    (``weakref.finalize`` runs before modules are torn down, where TransformerLens's own hook
+    removal would fail).
+    """
 
     def __init__(self, model: nn.Module, interventions: list[HeadIntervention], stack: ExitStack):
-        self.model, self.interventions, self._stack = model, interventions, stack
+        self.model, self.interventions = model, interventions
+        self._close = weakref.finalize(self, stack.close)
+        model.__dict__.setdefault("_attached_interventions", []).append(self)
 
     def remove(self) -> None:
-        self._stack.close()
+        held = self.model.__dict__.get("_attached_interventions", [])
+        if self in held:
+            held.remove(self)
+        self._close()
 
     def describe(self) -> list[str]:
         return [i.describe() for i in self.interventions]

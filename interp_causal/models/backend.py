@@ -63,14 +63,23 @@ def instantiate(
     return model
 
 
-def _parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
-    """A parameter by its state-dict name (the bridge's ``named_parameters`` use other names)."""
+def parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter | None:
+    """A parameter by its state-dict name (the bridge's ``named_parameters`` use other names), or
+    None when that name is a buffer or nothing."""
     obj = model
-    for part in name.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    if not isinstance(obj, torch.nn.Parameter):
+    try:
+        for part in name.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return obj if isinstance(obj, torch.nn.Parameter) else None
+
+
+def _parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter:
+    param = parameter(model, name)
+    if param is None:
         raise KeyError(f"trainable: {name!r} is not a parameter of {type(model).__name__}")
-    return obj
+    return param
 
 
 def _mask_gradient(param: torch.nn.Parameter, mask: torch.Tensor) -> None:

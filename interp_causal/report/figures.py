@@ -96,10 +96,11 @@ def blocks(
 
 def training_curves(
     metrics: Sequence[dict], scores: dict[str, tuple[list[int], list[float]]], formed: dict[str, int | None],
-    path: str | Path, title: str,
+    path: str | Path, title: str, stage_split: int | None = None, notes: Sequence[str] = (),
 ) -> Path:
     """Test loss against Bayes and the baselines (top) and probe scores (bottom) on one step axis,
-    the formation steps marked."""
+    the formation steps marked; a stage-wise run's second stage shaded from ``stage_split``, and
+    ``notes`` (the run's interventions) written under the title."""
     fig = _figure(9, 7)
     top, bottom = fig.subplots(2, 1, sharex=True)
     steps = [r["step"] for r in metrics]
@@ -132,7 +133,14 @@ def training_curves(
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
+        if stage_split is not None:
+            ax.axvspan(stage_split, max(steps[-1], stage_split), color="tab:cyan", alpha=0.12, linewidth=0)
+            ax.axvline(stage_split, color="tab:cyan", linewidth=1.5)
+    if stage_split is not None:
+        top.annotate(f"stage 1: only layer 1 learns | stage 2 (from step {stage_split}): only layer 2",
+                     (stage_split, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                     fontsize=8, color="tab:cyan")
+    fig.suptitle(title + "".join(f"\n{n}" for n in notes), fontsize=11 if notes else None)
     return _save(fig, path)
 
 

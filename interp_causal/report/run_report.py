@@ -7,6 +7,7 @@ from pathlib import Path
 from interp_causal.report import analysis, figures
 from interp_causal.report.tables import saved_comparison
 from interp_causal.training import RunDir
+from interp_causal.training.interventions import Interventions
 
 SCORE_SOURCES = {  # label on the figure -> summary key of probes.summarize
     "parent attention (layer-0 mass)": "parent_attention",
@@ -54,6 +55,13 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
         "drop_step": drop_step(metrics),
         "mechanisms": mechanisms,
     }
+    interventions = Interventions.from_dict(config.get("interventions"))
+    if interventions:
+        numbers["interventions"] = interventions.describe()
+        if mechanisms:
+            interventions.mark(mechanisms)
+    if config["recipe"].get("stage_split"):
+        numbers["stage_split"] = config["recipe"]["stage_split"]
 
     data = analysis.mean_pattern(model, batch.tokens, 0)
     numbers["data_attention"] = _strip(analysis.parent_scores(data, graph))
@@ -73,7 +81,8 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     data_panels = [(f"layer-1 attention averaged over {batch_size} sequences, head {h}", data[h]) for h in range(data.shape[0])]
     figures.graph_and_attention(graph.adjacency(), learned, data_panels, run.figure("graph_attention.png"), title)
     scores, formed = _probe_series(probe_rows, mechanisms)
-    figures.training_curves(metrics, scores, formed, run.figure("training.png"), title)
+    figures.training_curves(metrics, scores, formed, run.figure("training.png"), title,
+                            numbers.get("stage_split"), numbers.get("interventions", ()))
     numbers["figures"] = run.figure_names()
     write_report(run.path, numbers)
     return numbers
@@ -111,6 +120,10 @@ def write_report(run_dir: str | Path, numbers: dict) -> None:
              f"| Bayes loss | {numbers['bayes_loss']:.4f} |",
              f"| gap to Bayes | {numbers['gap_pct']:+.2f}% |"]
     lines += [f"| {k} baseline loss | {v:.4f} |" for k, v in numbers["baselines"].items() if k != "bayes"]
+    lines += [f"| intervention | {line} |" for line in numbers.get("interventions", [])]
+    if numbers.get("stage_split"):
+        lines.append(f"| stage-wise (Algorithm 1) | stage 1 (only layer 1 learns) to step {numbers['stage_split']}, "
+                     "then stage 2 (only layer 2) |")
     if numbers["drop_step"] is not None:
         lines.append(f"| leaves the one-parent plateau at step | {numbers['drop_step']} |")
     for key, label in (("position_attention", "softmax(A(1))"), ("data_attention", "layer-1 attention (batch mean)")):
@@ -121,7 +134,8 @@ def write_report(run_dir: str | Path, numbers: dict) -> None:
         if isinstance(m, dict):
             where = f"layer {m['layer']}" + (f" head {m['head']}" if m["head"] is not None else "")
             lines.append(f"| {key.replace('_', ' ')} | {where}: {m['metric']} {m['value']:.3f}, "
-                         f"formed at step {m['threshold_step']}, steepest rise at step {m['steepest_step']} |")
+                         f"formed at step {m['threshold_step']}, steepest rise at step {m['steepest_step']}"
+                         + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "") + " |")
     lines += ["", "### Figures" if comparison else "## Figures", ""]
     captions = {
         "graph_attention.png": "The true graph beside what the first layer learned: the position block of A(1) "

@@ -26,6 +26,7 @@ class Recipe:
     pool_size: int | None = None
     eval_every: int = 50
     test_size: int = 4096
+    stage_split: int | None = None  # stage-wise training (Algorithm 1): the step where stage 2 begins
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -44,6 +45,11 @@ class Recipe:
             isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < self.batch_size
         ):
             raise ValueError(f"pool_size: expected None or an int >= batch_size={self.batch_size}, got {self.pool_size!r}")
+        if self.stage_split is not None and (
+            isinstance(self.stage_split, bool) or not isinstance(self.stage_split, int) or not 0 < self.stage_split < self.steps
+        ):
+            raise ValueError(f"stage_split: expected None or a step strictly between 0 and steps={self.steps}, "
+                             f"got {self.stage_split!r}")
 
     def with_overrides(self, **overrides) -> "Recipe":
         """A copy with the given fields replaced; ``None`` values are ignored."""
@@ -80,6 +86,11 @@ RECIPES: dict[str, Recipe] = {  # keys: names.RECIPES, in that order
     "paper-standard": Recipe("adamw", 1e-2, 2e-4, "cosine", 4096, 1024, "zero", None, eval_every=64, test_size=2**14),
     # Fig. 9: many random trees, SGD lr 1, constant, 2^14 steps, zero init.
     "paper-trees": Recipe("sgd", 1.0, 0.0, "constant", 2**14, 1024, "zero", None, eval_every=512, test_size=2**13),
+    # Algorithm 1 on the reduced model: stage 1 trains only A(1) (A(2) stays beta_0 I), stage 2 only
+    # A(2). AdamW, constant: SGD's stage-1 gradient is O(beta_0), so SGD lr 1 leaves softmax(A(1))
+    # near uniform after 200 steps (argmax on the parent, mass 0.14); AdamW lr 5e-2 puts 0.99 there.
+    "stagewise": Recipe("adamw", 5e-2, 0.0, "constant", 400, 512, "zero", None, eval_every=10, test_size=4096,
+                        stage_split=200),
 }
 
 

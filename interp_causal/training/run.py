@@ -14,6 +14,7 @@ from pathlib import Path
 
 from interp_causal.names import FORWARDS
 from interp_causal.tasks import InContextTask
+from interp_causal.training.interventions import Interventions
 from interp_causal.training.recipes import Recipe
 from interp_causal.training.run_dir import RunDir
 from interp_causal.training.trainer import Callback, Trainer, check_forward
@@ -22,15 +23,21 @@ Callbacks = Sequence[Callback] | Callable[[Trainer], Sequence[Callback] | Callba
 
 
 def make_config(task: InContextTask, model: str, recipe: Recipe, seed: int, model_options: dict | None = None,
-                forward: str = "auto") -> dict:
+                forward: str = "auto", interventions: Interventions | dict | None = None) -> dict:
     """Everything needed to rebuild a run: the task, the model preset and its options, the recipe,
-    the seed and the training forward (one of ``names.FORWARDS``)."""
+    the seed, the training forward (one of ``names.FORWARDS``) and the interventions (ablated and
+    clamped heads, frozen parameters; see :mod:`~interp_causal.training.interventions`)."""
     options = dict(model_options or {})
     if model.startswith("paper"):
         options.setdefault("init", recipe.init)
     options.setdefault("seed", seed)
-    return {"task": task.to_dict(), "model": {"preset": model, "options": options}, "recipe": recipe.to_dict(),
-            "seed": seed, "forward": check_forward(forward)}
+    config = {"task": task.to_dict(), "model": {"preset": model, "options": options}, "recipe": recipe.to_dict(),
+              "seed": seed, "forward": check_forward(forward)}
+    if not isinstance(interventions, Interventions):
+        interventions = Interventions.from_dict(interventions)
+    if interventions:
+        config["interventions"] = interventions.to_dict()
+    return config
 
 
 def build_from_config(config: dict):
@@ -45,17 +52,22 @@ def build_from_config(config: dict):
     return task, model, Recipe(**config["recipe"])
 
 
-def _trainer(config: dict, run: RunDir, progress: bool | None) -> Trainer:
-    task, model, recipe = build_from_config(config)
+def _trainer(config: dict, run: RunDir, progress: bool | None, built: tuple | None = None) -> Trainer:
+    task, model, recipe = build_from_config(config) if built is None else built
     return Trainer(model, task, recipe, run.path, config["seed"], (), config, progress,
-                   forward=config.get("forward", FORWARDS[0]))  # runs from before "forward" existed: auto
+                   forward=config.get("forward", FORWARDS[0]),  # runs from before "forward" existed: auto
+                   interventions=config.get("interventions"))
 
 
 def start_run(config: dict, run_dir: str | Path, progress: bool | None = None) -> Trainer:
-    """A fresh trainer for ``config`` writing into ``run_dir`` (refuses a directory that already holds a run)."""
+    """A fresh trainer for ``config`` writing into ``run_dir`` (refuses a directory that already
+    holds a run). The model and the interventions are checked before anything is written."""
     run = RunDir(run_dir)
+    built = build_from_config(config)
+    task, model, _ = built
+    Interventions.from_dict(config.get("interventions")).check(model, task, config.get("forward", FORWARDS[0]))
     run.start(config)
-    return _trainer(config, run, progress)
+    return _trainer(config, run, progress, built)
 
 
 def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None) -> Trainer:
@@ -88,9 +100,11 @@ def train_run(config: dict | None, out: str | Path, resume: bool = False, steps:
 
 
 def load_run(run_dir: str | Path):
-    """``(task, model, config, checkpoint)`` of a saved run, the model at its last checkpoint."""
+    """``(task, model, config, checkpoint)`` of a saved run, the model at its last checkpoint, with
+    the run's ablated and clamped heads attached as it was trained (``model`` is what to call)."""
     state = RunDir(run_dir).load_checkpoint()
     task, model, _ = build_from_config(state["config"])
     model.load_state_dict(state["model"])
     model.eval()
-    return task, model, state["config"], state
+    attached = Interventions.from_dict(state["config"].get("interventions")).attach(model, task)
+    return task, model if attached is None else attached.model, state["config"], state

@@ -11,6 +11,7 @@ import torch
 
 from interp_causal.names import FORWARDS
 from interp_causal.tasks import InContextTask, TaskBatch, baseline_losses
+from interp_causal.training.interventions import Interventions, frozen_at, stage_freezes
 from interp_causal.training.recipes import Recipe
 from interp_causal.training.run_dir import RunDir
 
@@ -69,6 +70,11 @@ class Trainer:
     trainer creates it), ``trainer.run`` its :class:`RunDir`. ``forward`` (``"auto"``,
     ``"structured"``, ``"hooked"``): how a batch's logits are computed, see
     :func:`last_position_logits`. At the end of :meth:`fit` the trainer writes ``summary.json``.
+
+    ``interventions`` (:class:`~interp_causal.training.interventions.Interventions` or its dict):
+    heads ablated or clamped in every forward pass (attached to ``model`` here, checked first) and
+    parameters frozen for some steps; with ``recipe.stage_split`` the trainer also trains
+    stage-wise (only the first layer before the split, everything else after it).
     """
 
     def __init__(
@@ -82,12 +88,20 @@ class Trainer:
         config: dict | None = None,
         progress: bool | None = None,
         forward: str = "auto",
+        interventions: Interventions | dict | None = None,
     ) -> None:
         from interp_causal.models import check_model_matches_task
 
         if not isinstance(recipe, Recipe):
             raise TypeError(f"recipe: expected a Recipe, got {type(recipe).__name__}")
         check_model_matches_task(model, task)
+        if not isinstance(interventions, Interventions):
+            interventions = Interventions.from_dict(interventions)
+        interventions.check_forward(forward)
+        self.interventions = interventions
+        stages = stage_freezes(recipe.stage_split, model.cfg.n_layers) if recipe.stage_split else ()
+        self._freezes = interventions.frozen_parameters(model, stages)  # checked before anything is attached
+        self.attached = interventions.attach(model, task)
         self.forward = check_forward(forward, model)
         self.model, self.task, self.recipe = model, task, recipe
         self.run = RunDir(run_dir).create() if run_dir is not None else None
@@ -129,6 +143,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = last_position_loss(self.model, batch, self.forward)
         loss.backward()
+        for p in frozen_at(self._freezes, self.step):
+            p.grad = None  # the optimiser skips a parameter without a gradient: no step, no weight decay
         self.optimizer.step()
         self.scheduler.step()
         return loss.item()
@@ -170,7 +186,7 @@ class Trainer:
                 self.elapsed = time.perf_counter() - started
                 bar.update(1)
                 self._call("on_step_end")
-                if self.step % self.recipe.eval_every == 0 or self.step == total:
+                if self.step % self.recipe.eval_every == 0 or self.step in (total, self.recipe.stage_split):
                     row = self._record()
                     bar.set_postfix(test=f"{row['test_loss']:.4f}", bayes=f"{row['bayes_loss']:.4f}")
             if self.step % self.recipe.eval_every and self.step != total:
@@ -202,10 +218,16 @@ class Trainer:
             "baselines": self.reference_losses,
             "threads": torch.get_num_threads(),
         }
+        if self.interventions:
+            out["interventions"] = self.interventions.describe()
+        if self.recipe.stage_split:
+            out["stage_split"] = self.recipe.stage_split
         for cb in self.callbacks:
             method = getattr(cb, "summary", None)
             if method is not None:
                 out.update(method(self))
+        if isinstance(out.get("mechanisms"), dict):
+            self.interventions.mark(out["mechanisms"])
         return out
 
     def _bar_disabled(self) -> bool | None:
@@ -221,6 +243,8 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "elapsed_s": round(self.elapsed, 3),
         }
+        if self.recipe.stage_split:  # the row at the split closes stage 1
+            row["stage"] = 1 if self.step <= self.recipe.stage_split else 2
         self._loss_sum, self._loss_count = 0.0, 0
         self.history.append(row)
         if self.run is not None:
