@@ -47,6 +47,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="steps between test evaluations")
+    p.add_argument("--stage-split", type=_positive_int, default=None,
+                   help="stage-wise recipes: the step where stage 2 begins (default: the recipe's, scaled with --steps)")
     p.add_argument("--seed", type=int, default=0, help="seed for the model, the data and the graph (default: 0)")
     p.add_argument("--forward", default="auto", choices=names.FORWARDS,
                    help="how training computes logits: structured (the paper model's fast path), hooked "
@@ -149,9 +151,12 @@ def cmd_train(args) -> int:
                              "they cannot change half-way")
         return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps)
     task = _task_from_args(args)
-    recipe = get_recipe(args.recipe).with_overrides(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every
-    )
+    base = get_recipe(args.recipe)
+    split = args.stage_split
+    if split is None and base.stage_split and args.steps:  # keep the recipe's proportion of the two stages
+        split = max(1, base.stage_split * args.steps // base.steps)
+    recipe = base.with_overrides(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                 eval_every=args.eval_every, stage_split=split)
     if args.model is None:
         args.model = "paper-reduced" if recipe.stage_split else "paper"
     options = {}

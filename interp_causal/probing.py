@@ -65,7 +65,7 @@ def mechanism_lines(summary: dict | None) -> list[str]:
             slot = name[len(key) :].replace("_", " ").strip()
             formed = m.get("threshold_step")
             lines.append(
-                f"{label + (' ' + slot if slot else ''):<17}{where}: {m['metric']} {m['value']:.3f}; "
+                f"{label + (' ' + slot if slot else '') + ' ':<17}{where}: {m['metric']} {m['value']:.3f}; "
                 f"formed at step {formed if formed is not None else 'never'} "
                 f"(threshold {m['threshold']}), steepest rise at step {m['steepest_step']}"
                 + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "")

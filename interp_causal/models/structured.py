@@ -37,15 +37,25 @@ from interp_causal.models.paper import is_paper_model, paper_layout
 _HOOKED_TRANSFORMER: list = []  # the class, imported once (TransformerLens 3 only)
 
 
-def unsupported_reason(model) -> str | None:
-    """Why :func:`last_logits` would not compute exactly ``model(tokens)[:, -1]``, or None when it does."""
+def unsupported_reason(model, hooks_allowed: bool = False) -> str | None:
+    """Why :func:`last_logits` would not compute exactly ``model(tokens)[:, -1]``, or None when it
+    does. ``hooks_allowed``: the hooks attached are head interventions that ``last_logits`` is given
+    as ``patterns`` (see :func:`intervention_reason`)."""
     if not _is_hooked_transformer(model):
         return f"it runs on a HookedTransformer, and this model is a {type(model).__name__}"
-    if has_hooks(model):
+    if has_hooks(model) and not hooks_allowed:
         return "the model has hooks attached, which only its own forward runs"
     if not is_paper_model(model):
         return "the model is not the paper's disentangled transformer (its fixed weights or config differ)"
     return None
+
+
+def intervention_reason(model) -> str | None:
+    """Why :func:`last_logits` cannot run head interventions (``patterns=``) on ``model``, or None."""
+    reason = unsupported_reason(model, hooks_allowed=True)
+    if reason is None and len(paper_layout(model).heads) != 2:
+        reason = "head interventions on the structured path need the two-layer paper model"
+    return reason
 
 
 def supports(model) -> bool:
@@ -78,17 +88,25 @@ def _is_hooked_transformer(model) -> bool:
     return cls is not None and isinstance(model, cls)
 
 
-def last_logits(model, tokens: torch.Tensor) -> torch.Tensor:
+def last_logits(model, tokens: torch.Tensor, patterns: dict | None = None) -> torch.Tensor:
     """``model(tokens)[:, -1]`` ``[batch, S]`` of a paper model, computed structurally (see the
-    module docstring; call :func:`supports` first). Differentiable in ``W_Q`` and ``W_U``."""
+    module docstring; call :func:`supports` first). Differentiable in ``W_Q`` and ``W_U``.
+
+    ``patterns``: ``{(layer, head): [batch, n, n]}``, the attention pattern each of those heads uses
+    instead of its own (a clamp; all zeros is a zero ablation, since a head's output is its pattern
+    times its values and the paper model has no biases): the function the hooked model computes
+    with ``probes.interventions.Clamp`` / ``Ablate`` attached. Two-layer models only
+    (:func:`intervention_reason`)."""
     layout = paper_layout(model)
     tokens = tokens.to(model.unembed.W_U.device)
     if len(layout.heads) == 2:
-        return _two_layers(model, layout, tokens)
+        return _two_layers(model, layout, tokens, patterns or {})
+    if patterns:
+        raise ValueError("patterns: head interventions on the structured path need the two-layer paper model")
     return _dense(model, layout, tokens)
 
 
-def _two_layers(model, layout, x: torch.Tensor) -> torch.Tensor:
+def _two_layers(model, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
     """The paper's two-layer model without ever forming the residual stream at every position.
 
     Layer 1 (heads ``h``, patterns ``a^h`` ``[B, n, n]``) writes at position ``j`` the block
@@ -115,6 +133,12 @@ def _two_layers(model, layout, x: torch.Tensor) -> torch.Tensor:
     # the query's row again, on its own: reading it out of ``a`` would cost a dense zero-filled
     # gradient of ``a`` in the backward pass
     a_query = Q.index_select(1, pairs[:, -1].reshape(-1)).view(m0, B, n).softmax(-1).unbind(0)
+    if patterns:
+        a, a_query = list(a), list(a_query)
+        for (layer, h), P in patterns.items():
+            if layer == 0:
+                a[h] = P.to(a[h])
+                a_query[h] = a[h][:, -1]
 
     # ---- the residual stream at the query, h_q = [onehot(s_q); e_q; hist^h_q; a^h_q ...]  [B, w1]
     pad = (0, T - n)
@@ -134,7 +158,7 @@ def _two_layers(model, layout, x: torch.Tensor) -> torch.Tensor:
             off = d0 * (1 + h)
             c = vg[:, off : off + S].gather(1, x) + vg[:, off + S : off + S + n]  # [B, n]
             score = score + (a[h] * c[:, None, :]).sum(-1)
-        p = score.softmax(-1)  # [B, n]: the query's attention
+        p = score.softmax(-1) if (1, g) not in patterns else patterns[1, g][:, -1].to(score)  # [B, n]: the query's attention
         outs += [_scatter(p, x, S), _pad(p, pad)]
         for h in range(m0):
             r = (p[:, :, None] * a[h]).sum(1)  # [B, n]: p a^h

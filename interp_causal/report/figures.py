@@ -137,8 +137,8 @@ def training_curves(
             ax.axvspan(stage_split, max(steps[-1], stage_split), color="tab:cyan", alpha=0.12, linewidth=0)
             ax.axvline(stage_split, color="tab:cyan", linewidth=1.5)
     if stage_split is not None:
-        top.annotate(f"stage 1: only layer 1 learns | stage 2 (from step {stage_split}): only layer 2",
-                     (stage_split, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
+        top.annotate(f" stage 2 (from step {stage_split}): only layer 2 learns; before it, only layer 1",
+                     (stage_split, 0.02), xycoords=("data", "axes fraction"), ha="left", va="bottom",
                      fontsize=8, color="tab:cyan")
     fig.suptitle(title + "".join(f"\n{n}" for n in notes), fontsize=11 if notes else None)
     return _save(fig, path)
@@ -214,5 +214,49 @@ def scores_over_steps(series: dict[str, tuple[list[int], list[float]]], formed: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("dashed: the step at which each score first reached its threshold", fontsize=10)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def compare_runs(
+    losses: dict[str, tuple[list[int], list[float]]], references: dict[str, float],
+    scores: dict[str, tuple[list[int], list[float]]], score_label: str, path: str | Path, title: str,
+    marks: dict[str, int | None] | None = None, stage_split: int | None = None,
+) -> Path:
+    """Several runs of one task: their test losses against reference levels (Bayes, baselines; top)
+    and one probe score per run (bottom) on a shared step axis; ``marks``: a step per run (the end
+    of its plateau), drawn as a dot on its loss curve; ``stage_split``: where a stage-wise run's
+    second stage begins."""
+    fig = _figure(9, 7.5)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    palette = ["black", "tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive"]
+    colors = dict(zip(losses, palette * (1 + len(losses) // len(palette))))
+    for name, (xs, ys) in losses.items():
+        top.plot(xs, ys, label=name, color=colors[name], linewidth=1.8)
+        step = (marks or {}).get(name)
+        if step is not None and step in xs:
+            top.plot([step], [ys[xs.index(step)]], "o", color=colors[name], markersize=6)
+    for (name, value), style in zip(references.items(), ["--", ":", "-.", (0, (5, 2, 1, 2))]):
+        top.axhline(value, color="tab:gray", linestyle=style, label=name)
+    top.set_ylabel("test cross-entropy (nats)")
+    top.legend(fontsize=8, loc="upper right")
+    top.set_title("test loss; dots: end of the plateau (halfway from the plateau level to Bayes)", fontsize=10)
+    for name, (xs, ys) in scores.items():
+        bottom.plot(xs, ys, label=name, color=colors.get(name, "tab:gray"), marker=".", markersize=3)
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_ylabel(score_label)
+    bottom.set_xlabel("training step (symlog)")
+    if scores:
+        bottom.legend(fontsize=8, loc="upper left")
+    bottom.set_title(f"{score_label}, on a fixed probe batch", fontsize=10)
+    for ax in (top, bottom):
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        if stage_split is not None:
+            ax.axvline(stage_split, color="tab:cyan", linewidth=1.2, linestyle="--")
+    if stage_split is not None:
+        top.annotate(f" stage-wise run: stage 2 from step {stage_split}", (stage_split, 0.02),
+                     xycoords=("data", "axes fraction"), ha="left", va="bottom", fontsize=8, color="tab:cyan")
     fig.suptitle(title)
     return _save(fig, path)

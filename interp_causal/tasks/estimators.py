@@ -56,6 +56,14 @@ def count_softmax_floor(tokens: torch.Tensor, target: torch.Tensor, task: InCont
     return float(loss().detach())
 
 
+def frequency_softmax(tokens: torch.Tensor, task: InContextTask) -> torch.Tensor:
+    """``[n, S]``: ``softmax(counts / N)``, the in-context frequencies of :func:`match_counts` (zero
+    without a match) used as logits. The best the theorem's reduced model can predict: its readout
+    ``W = I`` turns layer 2's attention-weighted histogram, a probability vector, into logits."""
+    counts = match_counts(tokens, task)
+    return (counts / counts.sum(-1, keepdim=True).clamp_min(1.0)).softmax(-1)
+
+
 def one_parent(tokens: torch.Tensor, task: InContextTask) -> torch.Tensor:
     """The Bayes estimator of a model that sees only each node's last parent (multi-parent baseline)."""
     return bayes(tokens, task, task.graph.with_last_parent_only())

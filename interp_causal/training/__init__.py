@@ -1,6 +1,7 @@
 """Training: recipes, the trainer with callbacks, run directories, and ``train_run``, where a run starts."""
 
 from interp_causal.training.checkpoint import CheckpointError, load_checkpoint
+from interp_causal.training.interventions import Interventions
 from interp_causal.training.recipes import RECIPES, Recipe, get_recipe
 from interp_causal.training.run import build_from_config, load_run, make_config, resume_run, start_run, train_run
 from interp_causal.training.run_dir import RunDir
@@ -10,6 +11,7 @@ __all__ = [
     "RECIPES",
     "Callback",
     "CheckpointError",
+    "Interventions",
     "Recipe",
     "RunDir",
     "Trainer",

@@ -16,9 +16,11 @@ a reloaded run and its report apply exactly the same ones::
   out). A frozen parameter gets no gradient, so neither the optimiser's step nor its weight decay
   touches it: it stays the same to the bit.
 
-The head interventions are hooks (``probes.interventions.attach``); the paper model's structured
-forward cannot run them, so ``forward="auto"`` takes the model's own forward and
-``forward="structured"`` is refused. Freezing needs no hook and works on either forward.
+The head interventions are hooks (``probes.interventions.attach``), which evaluation by probes and
+any later call of the model run. Training the two-layer paper model, the structured path runs them
+as given patterns instead (``models.structured.last_logits(patterns=)``, the same function, tested
+equal), so it keeps its speed; any other model trains through its own forward with the hooks.
+Freezing needs no hook and works on either forward.
 """
 
 from __future__ import annotations
@@ -152,16 +154,44 @@ class Interventions:
             return None
         return attach(model, self.head_interventions(task))
 
-    def check_forward(self, forward: str) -> None:
-        """The paper model's structured forward runs no hooks: refuse it for ablated or clamped heads."""
+    def check_forward(self, forward: str, model=None) -> None:
+        """Refuse ``forward="structured"`` with ablated or clamped heads where the structured path
+        cannot run them (anything but the two-layer paper model)."""
+        from interp_causal.models import structured
+
         if self.has_hooks and forward == "structured":
-            raise ValueError("forward: 'structured' cannot run ablated or clamped heads (they are hooks on the "
-                             "model's own forward); use 'auto' or 'hooked'")
+            reason = "no model was given" if model is None else structured.intervention_reason(model)
+            if reason is not None:
+                raise ValueError(f"forward: 'structured' cannot run ablated or clamped heads here ({reason}); "
+                                 "use 'auto' or 'hooked'")
+
+    def structured_patterns(self, model, task):
+        """For the two-layer paper model, ``tokens -> {(layer, head): [batch, n, n]}``: the patterns
+        the structured path uses in place of the ablated (zeros) and clamped heads'; None for a
+        model it cannot take or without head interventions (the model's own forward runs the hooks)."""
+        from interp_causal.models import structured
+        from probes.interventions import named_pattern
+
+        if not self.has_hooks or structured.intervention_reason(model) is not None:
+            return None
+        dims = model.cfg.n_heads
+        heads = [(l, h, None) for l, h in map(parse_head, self.ablate)] + list(map(parse_clamp, self.clamp))
+        for l, h, _ in heads:  # the hooks' own check has run by now; this one guards direct calls
+            if l >= model.cfg.n_layers or h >= dims:
+                raise ValueError(f"head L{l}H{h}: the model has {model.cfg.n_layers} layers of {dims} heads")
+        parents, query = task.graph.parent_lists(), list(task.graph.target_parents)
+
+        def patterns(tokens: torch.Tensor) -> dict:
+            B, n = tokens.shape
+            return {(l, h): tokens.new_zeros(B, n, n, dtype=torch.float32) if name is None
+                    else named_pattern(name, tokens, parents, query) for l, h, name in heads}
+
+        return patterns
 
     def check(self, model, task, forward: str = "auto") -> None:
         """Refuse, before any training step, a head the model lacks, a parameter it does not train,
         or a forward that cannot run the interventions."""
-        self.check_forward(forward)
+        self.check_forward(forward, model)
         attached = self.attach(model, task)
         if attached is not None:
             attached.remove()

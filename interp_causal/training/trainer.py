@@ -41,7 +41,7 @@ def check_forward(forward: object, model=None) -> str:
     return forward
 
 
-def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto") -> torch.Tensor:
+def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto", patterns=None) -> torch.Tensor:
     """The logits at the last position, ``[batch, S]``, computed as ``forward`` says.
 
     ``"hooked"``: ``model(tokens)``, any TransformerLens model, hooks and all. ``"structured"``: the
@@ -51,14 +51,16 @@ def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto") -> 
     """
     from interp_causal.models import structured
 
+    if patterns is not None:
+        return structured.last_logits(model, tokens, patterns(tokens))
     if forward == "structured" or (forward == "auto" and structured.supports(model)):
         return structured.last_logits(model, tokens)
     return model(tokens, return_type="logits")[:, -1]
 
 
-def last_position_loss(model, batch: TaskBatch, forward: str = "auto") -> torch.Tensor:
+def last_position_loss(model, batch: TaskBatch, forward: str = "auto", patterns=None) -> torch.Tensor:
     """Expected cross-entropy at the last position against the soft target ``[n, S]``."""
-    logits = last_position_logits(model, batch.tokens, forward)
+    logits = last_position_logits(model, batch.tokens, forward, patterns)
     return -(batch.target * logits.log_softmax(-1)).sum(-1).mean()
 
 
@@ -97,12 +99,15 @@ class Trainer:
         check_model_matches_task(model, task)
         if not isinstance(interventions, Interventions):
             interventions = Interventions.from_dict(interventions)
-        interventions.check_forward(forward)
+        interventions.check_forward(forward, model)
         self.interventions = interventions
         stages = stage_freezes(recipe.stage_split, model.cfg.n_layers) if recipe.stage_split else ()
         self._freezes = interventions.frozen_parameters(model, stages)  # checked before anything is attached
         self.attached = interventions.attach(model, task)
-        self.forward = check_forward(forward, model)
+        # the paper model's structured path runs ablated and clamped heads as given patterns (the
+        # hooks stay attached for evaluation by probes and for whoever calls the model)
+        self._patterns = interventions.structured_patterns(model, task) if forward != "hooked" else None
+        self.forward = check_forward(forward, model) if self._patterns is None else forward
         self.model, self.task, self.recipe = model, task, recipe
         self.run = RunDir(run_dir).create() if run_dir is not None else None
         self.seed = seed
@@ -141,7 +146,7 @@ class Trainer:
     def train_step(self, batch: TaskBatch) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = last_position_loss(self.model, batch, self.forward)
+        loss = last_position_loss(self.model, batch, self.forward, self._patterns)
         loss.backward()
         for p in frozen_at(self._freezes, self.step):
             p.grad = None  # the optimiser skips a parameter without a gradient: no step, no weight decay
@@ -156,7 +161,7 @@ class Trainer:
         total, n = 0.0, len(self.test_batch)
         for start in range(0, n, chunk):
             part = self.test_batch[start : start + chunk]
-            total += float(last_position_loss(self.model, part, self.forward)) * len(part)
+            total += float(last_position_loss(self.model, part, self.forward, self._patterns)) * len(part)
         return total / n
 
     def fit(self, until: int | None = None) -> list[dict]:
