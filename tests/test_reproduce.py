@@ -141,3 +141,29 @@ def test_multi_parent_heads_split_the_parents_and_loss_reaches_bayes(tmp_path):
 def test_many_trees_attention_on_the_true_parent(tmp_path):
     s = reproduce("many-trees", "paper", tmp_path / "trees", progress=False)
     assert abs(_rows(s)["mean attention on the true parent"]["ours"] - 0.837) <= 0.05
+
+
+def test_the_interventions_experiment_runs_each_intervention_and_tabulates_every_run(tmp_path):
+    from interp_causal.experiments import INTERVENTION_RUNS, STAGEWISE
+
+    out = tmp_path / "interventions"
+    summary = reproduce("interventions", "tiny", out, progress=False)
+    runs = summary["numbers"]["runs"]
+    assert {g: set(r) for g, r in runs.items()} == {
+        "chain": set(INTERVENTION_RUNS["chain"]) | {STAGEWISE}, "two-parent": set(INTERVENTION_RUNS["two-parent"])}
+    n_runs = sum(len(r) for r in runs.values())
+    assert len(summary["rows"]) == 3 * n_runs + 1  # gap, plateau, formation per run; the reduced model's floor
+    for graph, by_label in INTERVENTION_RUNS.items():
+        for label, spec in by_label.items():
+            run_dir = next(p for p in (out / graph).iterdir()
+                           if json.loads((p / "config.json").read_text()).get("interventions", {}) == spec
+                           and json.loads((p / "config.json").read_text())["model"]["preset"] == "paper")
+            assert (run_dir / "summary.json").is_file() and (run_dir / "figures" / "training.png").is_file()
+    stage = json.loads((out / "chain" / "stage-wise" / "config.json").read_text())
+    assert stage["model"]["preset"] == "paper-reduced" and stage["recipe"]["stage_split"] == 12
+    clamped = runs["chain"]["layer 1 clamped to the parents"]["formed"]
+    assert clamped["parent_attention"] == "imposed (clamped to parents)"
+    assert runs["chain"]["layer-1 head ablated"]["interventions"] == ["ablate L0H0 (zero)"]
+    assert runs["two-parent"]["layer 1 clamped to the parents"]["interventions"] == [
+        "clamp L0H0 to parents:0", "clamp L0H1 to parents:1"]
+    _assert_figures(out, ["interventions_chain.png", "interventions_two-parent.png"])

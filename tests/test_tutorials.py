@@ -15,8 +15,8 @@ TUTORIALS = sorted((Path(__file__).resolve().parent.parent / "tutorials").glob("
 NEED_HOOKED = ("01_", "02_", "03_", "04_")
 
 
-def test_there_are_five_tutorials():
-    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_six_tutorials():
+    assert [p.name[:3] for p in TUTORIALS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
