@@ -137,8 +137,8 @@ def training_curves(
             ax.axvspan(stage_split, max(steps[-1], stage_split), color="tab:cyan", alpha=0.12, linewidth=0)
             ax.axvline(stage_split, color="tab:cyan", linewidth=1.5)
     if stage_split is not None:
-        top.annotate(f" stage 2 (from step {stage_split}): only layer 2 learns; before it, only layer 1",
-                     (stage_split, 0.02), xycoords=("data", "axes fraction"), ha="left", va="bottom",
+        top.annotate(f"stage 1: only layer 1 learns | stage 2 (shaded, from step {stage_split}): only layer 2 ",
+                     (stage_split, 0.5), xycoords=("data", "axes fraction"), ha="right", va="bottom",
                      fontsize=8, color="tab:cyan")
     fig.suptitle(title + "".join(f"\n{n}" for n in notes), fontsize=11 if notes else None)
     return _save(fig, path)
@@ -240,7 +240,8 @@ def compare_runs(
         top.axhline(value, color="tab:gray", linestyle=style, label=name)
     top.set_ylabel("test cross-entropy (nats)")
     top.legend(fontsize=8, loc="upper right")
-    top.set_title("test loss; dots: end of the plateau (halfway from the plateau level to Bayes)", fontsize=10)
+    top.set_title("test loss; dots: end of the plateau (halfway from the one-parent or graph-free loss to Bayes)",
+                  fontsize=10)
     for name, (xs, ys) in scores.items():
         bottom.plot(xs, ys, label=name, color=colors.get(name, "tab:gray"), marker=".", markersize=3)
     bottom.set_ylim(-0.05, 1.05)
@@ -256,7 +257,7 @@ def compare_runs(
         if stage_split is not None:
             ax.axvline(stage_split, color="tab:cyan", linewidth=1.2, linestyle="--")
     if stage_split is not None:
-        top.annotate(f" stage-wise run: stage 2 from step {stage_split}", (stage_split, 0.02),
-                     xycoords=("data", "axes fraction"), ha="left", va="bottom", fontsize=8, color="tab:cyan")
+        top.annotate(f"stage-wise run: stage 2 from step {stage_split} ", (stage_split, 0.02),
+                     xycoords=("data", "axes fraction"), ha="right", va="bottom", fontsize=8, color="tab:cyan")
     fig.suptitle(title)
     return _save(fig, path)
