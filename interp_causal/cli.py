@@ -41,8 +41,20 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, choices=names.MODELS,
                    help="model preset (default: paper; paper-reduced with --recipe stagewise, the model of Algorithm 1)")
-    p.add_argument("--heads", type=_heads, default=None, help="paper model heads per layer, e.g. 2,1 (default: 1,1)")
-    p.add_argument("--recipe", default="fast", choices=names.RECIPES, help="training recipe (default: fast)")
+    p.add_argument("--layers", type=int, default=None, help="number of layers (default: 2)")
+    p.add_argument("--heads", type=_heads, default=None,
+                   help="heads: per layer for the paper model, e.g. 2,1 (default: 1 per layer); one number for "
+                        "the standard presets (default: 1)")
+    p.add_argument("--d-model", type=int, default=None,
+                   help="standard presets: residual width, a multiple of --heads (default: S + T, rounded up)")
+    p.add_argument("--mlp", action=argparse.BooleanOptionalAction, default=None,
+                   help="standard presets: MLP blocks (default: the preset's; mlp and layernorm have them)")
+    p.add_argument("--layernorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="standard presets: LayerNorm (default: the preset's; layernorm has it)")
+    p.add_argument("--positional", default=None, choices=("standard", "rotary"),
+                   help="standard presets: learned or rotary positions (default: the preset's)")
+    p.add_argument("--recipe", default=None, choices=names.RECIPES,
+                   help="training recipe (default: fast for the paper models, standard for the standard presets)")
     p.add_argument("--steps", type=_positive_int, default=None, help="total training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
@@ -61,6 +73,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", action="append", default=[], metavar="PARAM[@START:STOP]",
                    help="no updates to PARAM (e.g. blocks.0.attn.W_Q, or a prefix such as blocks.0.) in steps "
                         "START..STOP-1 (default: all); repeatable")
+    p.add_argument("--no-guard", action="store_true",
+                   help="keep training a run whose loss is not finite or stays far above the uniform guess "
+                        "(by default such a run stops, keeping its last good checkpoint, exit status 3)")
     p.add_argument("--no-probes", action="store_true", help="train without the probe callback")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -149,37 +164,76 @@ def cmd_train(args) -> int:
         if given:
             raise ValueError(f"{', '.join(given)}: a resumed run applies the interventions in its config.json; "
                              "they cannot change half-way")
-        return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps)
+        return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps,
+                      lr=args.lr)
     task = _task_from_args(args)
+    if args.model is None:
+        args.model = "paper-reduced" if args.recipe == "stagewise" else "paper"
+    if args.recipe is None:
+        args.recipe = names.DEFAULT_RECIPES[args.model]
     base = get_recipe(args.recipe)
     split = args.stage_split
     if split is None and base.stage_split and args.steps:  # keep the recipe's proportion of the two stages
         split = max(1, base.stage_split * args.steps // base.steps)
     recipe = base.with_overrides(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  eval_every=args.eval_every, stage_split=split)
-    if args.model is None:
-        args.model = "paper-reduced" if recipe.stage_split else "paper"
-    options = {}
-    if args.heads is not None:
-        if not args.model.startswith("paper"):
-            raise ValueError(f"heads: only the paper models take --heads, not --model {args.model}")
-        options["heads"] = list(args.heads)
+    options = _model_options(args)
     if out is None:
         out = Path("runs") / f"{task.graph.name}-s{task.vocab_size}-t{task.seq_len}-{args.model}-seed{args.seed}"
     interventions = {"ablate": args.ablate, "clamp": args.clamp, "freeze": args.freeze}
     config = make_config(task, args.model, recipe, args.seed, options, forward=args.forward,
-                         interventions={k: v for k, v in interventions.items() if v})
+                         interventions={k: v for k, v in interventions.items() if v}, guard=not args.no_guard)
     return _train(config, out, resume=False, probes=not args.no_probes, quiet=args.quiet)
 
 
-def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None) -> int:
+def _train(config, out: Path, resume: bool, probes: bool, quiet: bool, steps: int | None = None,
+           lr: float | None = None) -> int:
     from interp_causal.probing import default_callback, mechanism_lines
-    from interp_causal.training import train_run
+    from interp_causal.training import TrainingDiverged, train_run
 
-    summary = train_run(config, out, resume=resume, steps=steps, callbacks=default_callback if probes else (),
-                        progress=False if quiet else None)
+    try:
+        summary = train_run(config, out, resume=resume, steps=steps, callbacks=default_callback if probes else (),
+                            progress=False if quiet else None, lr=lr)
+    except TrainingDiverged as exc:
+        print(f"interp-causal train: stopped: {exc} (run directory {out}; --no-guard trains on regardless)",
+              file=sys.stderr)
+        return 3
     _print_summary(summary, out, mechanism_lines(summary.get("mechanisms")))
     return 0
+
+
+def _model_options(args) -> dict:
+    """The preset's options from --layers, --heads, --d-model, --mlp, --layernorm, --positional,
+    refused where they do not apply (the model itself checks the rest: divisibility, rotary width)."""
+    if args.layers is not None and args.layers < 1:
+        raise ValueError(f"layers: expected at least 1 layer, got {args.layers}")
+    if args.d_model is not None and args.d_model < 1:
+        raise ValueError(f"d_model: expected a positive width, got {args.d_model}")
+    heads = None if args.heads is None else list(args.heads)
+    if args.model.startswith("paper"):
+        given = [f"--{k.replace('_', '-')}" for k in ("d_model", "mlp", "layernorm", "positional")
+                 if getattr(args, k) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: the paper models' width and blocks are set by their layout; "
+                             "they take --layers and --heads")
+        if args.model == "paper-reduced" and (args.layers not in (None, 2) or heads not in (None, [1, 1])):
+            raise ValueError("heads, layers: the reduced model of the theorem has two layers of one head each")
+        if heads is not None and args.layers is not None and len(heads) not in (1, args.layers):
+            raise ValueError(f"heads: {len(heads)} layers of heads given for --layers {args.layers}")
+        if args.layers is not None or (heads is not None and len(heads) == 1):
+            layers = args.layers or 2
+            heads = heads * layers if heads is not None and len(heads) == 1 else heads or [1] * layers
+        return {} if heads is None else {"heads": heads}
+    options = {}
+    if heads is not None:
+        if len(set(heads)) != 1:
+            raise ValueError(f"heads: a standard preset has the same number of heads in every layer; got {args.heads}")
+        options["n_heads"] = heads[0]
+    for key, value in (("n_layers", args.layers), ("d_model", args.d_model), ("mlp", args.mlp),
+                       ("layernorm", args.layernorm), ("positional", args.positional)):
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def _print_summary(summary: dict, out: Path, mechanism_lines: list[str]) -> None:

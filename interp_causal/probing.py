@@ -70,6 +70,11 @@ def mechanism_lines(summary: dict | None) -> list[str]:
                 f"(threshold {m['threshold']}), steepest rise at step {m['steepest_step']}"
                 + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "")
             )
+            others = [h for h in m.get("heads", []) if (h["layer"], h["head"]) != (m["layer"], m["head"])]
+            if others:
+                lines.append(" " * 17 + "also above threshold: " + ", ".join(
+                    f"layer {h['layer']} head {h['head']} {h['value']:.3f} (formed at step {h['threshold_step']})"
+                    for h in others))
     return lines
 
 

@@ -95,7 +95,20 @@ def summarize(records: RecordsInput, thresholds: Mapping[str, float] | None = No
 
 
 def _mechanism(rows: list[dict], probe: str, metric: str, final: int | None, threshold: float) -> dict[str, Any] | None:
-    return track(rows, probe, metric, threshold, final_step=final)
+    """The best head (:func:`track`) and, under ``"heads"``, every head at or above ``threshold``
+    at the last step, best first, each with its own formation steps: a multi-head model often
+    has several heads doing one job."""
+    best = track(rows, probe, metric, threshold, final_step=final)
+    if best is None or best["head"] is None:
+        return best
+    last = [r for r in rows if r["probe"] == probe and r["metric"] == metric and r.get("step") == final
+            and r["value"] is not None and not math.isnan(r["value"]) and r["value"] >= threshold]
+    heads = []
+    for r in sorted(last, key=lambda r: -r["value"]):
+        t = track(rows, probe, metric, threshold, layer=r["layer"], head=r["head"], final_step=final)
+        heads.append({k: t[k] for k in ("layer", "head", "value", "threshold_step", "steepest_step")})
+    best["heads"] = heads
+    return best
 
 
 def track(records: RecordsInput, probe: str, metric: str, threshold: float, layer: int | None = None,

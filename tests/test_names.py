@@ -64,3 +64,8 @@ def test_the_names_module_loads_without_torch():
 
     code = "import sys, interp_causal.names, interp_causal.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_model_has_a_default_recipe():
+    assert set(names.DEFAULT_RECIPES) == set(names.MODELS)
+    assert set(names.DEFAULT_RECIPES.values()) <= set(names.RECIPES)

@@ -9,14 +9,24 @@ from interp_causal.models.paper import (
     paper_model,
     readout,
 )
-from interp_causal.models.presets import PRESETS, build_model, check_model_matches_task, standard_config, standard_model
+from interp_causal.models.presets import (
+    PRESETS,
+    STANDARD_PRESETS,
+    build_model,
+    check_model_matches_task,
+    full_options,
+    standard_config,
+    standard_model,
+)
 
 __all__ = [
     "PRESETS",
     "PaperLayout",
+    "STANDARD_PRESETS",
     "attention_matrices",
     "build_model",
     "check_model_matches_task",
+    "full_options",
     "is_paper_model",
     "paper_config",
     "paper_layout",

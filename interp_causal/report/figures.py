@@ -261,3 +261,33 @@ def compare_runs(
                      xycoords=("data", "axes fraction"), ha="right", va="bottom", fontsize=8, color="tab:cyan")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def head_grids_over_training(grids: dict[str, list[tuple[int, torch.Tensor]]], path: str | Path, title: str) -> Path:
+    """One row per mechanism, one layer x head heatmap ``[layers, heads]`` per chosen step: where
+    in a multi-head model each mechanism forms, and when."""
+    rows, cols = len(grids), max(len(v) for v in grids.values())
+    first = next(iter(grids.values()))[0][1]
+    fig = _figure(2.1 * cols + 1.2, (0.35 * first.shape[0] + 1.4) * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    im = None
+    for r, (name, series) in enumerate(grids.items()):
+        for c in range(cols):
+            ax = axes[r, c]
+            if c >= len(series):
+                ax.set_axis_off()
+                continue
+            step, grid = series[c]
+            im = ax.imshow(grid.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
+            ax.set_title(f"{name}\nstep {step}" if c == 0 else f"step {step}", fontsize=8)
+            ax.set_xticks(range(grid.shape[1]))
+            ax.set_yticks(range(grid.shape[0]))
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("layer", fontsize=8)
+            if r == rows - 1:
+                ax.set_xlabel("head", fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from interp_causal.report import analysis, figures
 from interp_causal.report.tables import saved_comparison
 from interp_causal.training import RunDir
@@ -83,9 +85,43 @@ def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dic
     scores, formed = _probe_series(probe_rows, mechanisms)
     figures.training_curves(metrics, scores, formed, run.figure("training.png"), title,
                             numbers.get("stage_split"), numbers.get("interventions", ()))
+    grids = _head_grids(probe_rows, mechanisms, model.cfg.n_layers, model.cfg.n_heads)
+    if grids:  # a multi-head model: where each mechanism forms, not only its best head
+        figures.head_grids_over_training(grids, run.figure("heads_over_training.png"), title)
     numbers["figures"] = run.figure_names()
     write_report(run.path, numbers)
     return numbers
+
+
+def _head_grids(rows: list[dict] | None, mechanisms: dict | None, n_layers: int, n_heads: int,
+                max_steps: int = 6) -> dict:
+    """``{label: [(step, [layers, heads]), ...]}`` of each per-head mechanism's probe score at up to
+    ``max_steps`` probed steps (spread over the run, and the best head's formation step); empty for
+    one-head models or without probes."""
+    if n_heads < 2 or not rows or not mechanisms:
+        return {}
+    out = {}
+    for label, key in SCORE_SOURCES.items():
+        m = mechanisms.get(key)
+        if not m or m.get("head") is None:
+            continue
+        mine = [r for r in rows if r["probe"] == m["probe"] and r["metric"] == m["metric"]
+                and r["head"] is not None and r["value"] is not None and r.get("step") is not None]
+        steps = sorted({r["step"] for r in mine})
+        if not steps:
+            continue
+        # evenly spread over the run's steps, and the step at which the best head formed
+        targets = [steps[-1] * i / (max_steps - 2) for i in range(max_steps - 1)] + [m.get("threshold_step") or 0]
+        picks = sorted({min(steps, key=lambda s: abs(s - t)) for t in targets})
+        series = []
+        for step in picks:
+            grid = torch.full((n_layers, n_heads), float("nan"))
+            for r in mine:
+                if r["step"] == step and r["layer"] < n_layers and r["head"] < n_heads:
+                    grid[r["layer"], r["head"]] = r["value"]
+            series.append((step, grid))
+        out[label] = series
+    return out
 
 
 def _strip(scores: list[dict]) -> list[dict]:
@@ -109,6 +145,15 @@ def _probe_series(rows: list[dict] | None, mechanisms: dict | None) -> tuple[dic
             series[full] = ([s for s, _ in pts], [v for _, v in pts])
             formed[full] = m["threshold_step"]
     return series, formed
+
+
+def _other_heads(m: dict) -> str:
+    """``"; also above threshold: L0H1 0.962 (formed 40), ..."``: the mechanism's other heads."""
+    others = [h for h in m.get("heads", []) if (h["layer"], h["head"]) != (m["layer"], m["head"])]
+    if not others:
+        return ""
+    return "; also above threshold: " + ", ".join(
+        f"L{h['layer']}H{h['head']} {h['value']:.3f} (formed at step {h['threshold_step']})" for h in others)
 
 
 def write_report(run_dir: str | Path, numbers: dict) -> None:
@@ -135,13 +180,16 @@ def write_report(run_dir: str | Path, numbers: dict) -> None:
             where = f"layer {m['layer']}" + (f" head {m['head']}" if m["head"] is not None else "")
             lines.append(f"| {key.replace('_', ' ')} | {where}: {m['metric']} {m['value']:.3f}, "
                          f"formed at step {m['threshold_step']}, steepest rise at step {m['steepest_step']}"
-                         + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "") + " |")
+                         + (f"; imposed ({m['imposed']}), not learned" if m.get("imposed") else "")
+                         + _other_heads(m) + " |")
     lines += ["", "### Figures" if comparison else "## Figures", ""]
     captions = {
         "graph_attention.png": "The true graph beside what the first layer learned: the position block of A(1) "
                                "after a row softmax, and the data-dependent attention averaged over a batch.",
         "blocks.png": "The second layer's A(2) and the readout W; red boxes mark where the theory puts their weight.",
         "training.png": "Test loss against Bayes and the baselines, and the probes' scores on the same step axis.",
+        "heads_over_training.png": "Each mechanism's probe score for every layer and head, at steps spread over "
+                                   "training: where in a multi-head model it forms, and when.",
     }
     for name in numbers["figures"]:
         lines += [f"![{name}]({RunDir.figures}/{name})", "", captions.get(name, ""), ""]

@@ -5,7 +5,7 @@ from interp_causal.training.interventions import Interventions
 from interp_causal.training.recipes import RECIPES, Recipe, get_recipe
 from interp_causal.training.run import build_from_config, load_run, make_config, resume_run, start_run, train_run
 from interp_causal.training.run_dir import RunDir
-from interp_causal.training.trainer import Callback, Trainer, last_position_logits, last_position_loss
+from interp_causal.training.trainer import Callback, Trainer, TrainingDiverged, last_position_logits, last_position_loss
 
 __all__ = [
     "RECIPES",
@@ -15,6 +15,7 @@ __all__ = [
     "Recipe",
     "RunDir",
     "Trainer",
+    "TrainingDiverged",
     "build_from_config",
     "get_recipe",
     "last_position_logits",

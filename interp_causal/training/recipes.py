@@ -91,6 +91,8 @@ RECIPES: dict[str, Recipe] = {  # keys: names.RECIPES, in that order
     # near uniform after 200 steps (argmax on the parent, mass 0.14); AdamW lr 5e-2 puts 0.99 there.
     "stagewise": Recipe("adamw", 5e-2, 0.0, "constant", 400, 512, "zero", None, eval_every=10, test_size=4096,
                         stage_split=200),
+    # The standard presets' default: Fig. 8's AdamW lr 1e-2, wd 2e-4, cosine, at 1000 steps
+    "standard": Recipe("adamw", 1e-2, 2e-4, "cosine", 1000, 1024, "zero", None, eval_every=50, test_size=4096),
 }
 
 

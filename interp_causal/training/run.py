@@ -23,20 +23,26 @@ Callbacks = Sequence[Callback] | Callable[[Trainer], Sequence[Callback] | Callba
 
 
 def make_config(task: InContextTask, model: str, recipe: Recipe, seed: int, model_options: dict | None = None,
-                forward: str = "auto", interventions: Interventions | dict | None = None) -> dict:
+                forward: str = "auto", interventions: Interventions | dict | None = None, guard: bool = True) -> dict:
     """Everything needed to rebuild a run: the task, the model preset and its options, the recipe,
     the seed, the training forward (one of ``names.FORWARDS``) and the interventions (ablated and
-    clamped heads, frozen parameters; see :mod:`~interp_causal.training.interventions`)."""
+    clamped heads, frozen parameters; see :mod:`~interp_causal.training.interventions`) and, when
+    off, the divergence guard (:meth:`Trainer._guard_check`)."""
     options = dict(model_options or {})
     if model.startswith("paper"):
         options.setdefault("init", recipe.init)
     options.setdefault("seed", seed)
+    from interp_causal.models import full_options
+
+    options = full_options(model, task, options)  # every default filled in: the run rebuilds exactly
     config = {"task": task.to_dict(), "model": {"preset": model, "options": options}, "recipe": recipe.to_dict(),
               "seed": seed, "forward": check_forward(forward)}
     if not isinstance(interventions, Interventions):
         interventions = Interventions.from_dict(interventions)
     if interventions:
         config["interventions"] = interventions.to_dict()
+    if not guard:
+        config["guard"] = False
     return config
 
 
@@ -56,7 +62,7 @@ def _trainer(config: dict, run: RunDir, progress: bool | None, built: tuple | No
     task, model, recipe = build_from_config(config) if built is None else built
     return Trainer(model, task, recipe, run.path, config["seed"], (), config, progress,
                    forward=config.get("forward", FORWARDS[0]),  # runs from before "forward" existed: auto
-                   interventions=config.get("interventions"))
+                   interventions=config.get("interventions"), guard=config.get("guard", True))
 
 
 def start_run(config: dict, run_dir: str | Path, progress: bool | None = None) -> Trainer:
@@ -70,8 +76,10 @@ def start_run(config: dict, run_dir: str | Path, progress: bool | None = None) -
     return _trainer(config, run, progress, built)
 
 
-def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None) -> Trainer:
-    """The trainer of the run in ``run_dir`` at its last checkpoint; ``steps`` raises the total."""
+def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
+               lr: float | None = None) -> Trainer:
+    """The trainer of the run in ``run_dir`` at its last checkpoint; ``steps`` raises the total,
+    ``lr`` replaces the learning rate from here on (e.g. after the guard stopped a diverging run)."""
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise FileNotFoundError(f"out: {run.path} holds no run to resume (no {RunDir.config})")
@@ -79,8 +87,9 @@ def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | N
     config = state["config"]
     if steps is not None and steps < state["step"]:
         raise ValueError(f"steps: the run in {run.path} has already done {state['step']} steps; --steps must be at least that")
-    if steps is not None and steps != config["recipe"]["steps"]:
-        config = {**config, "recipe": {**config["recipe"], "steps": int(steps)}}
+    changes = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None and v != config["recipe"][k]}
+    if changes:
+        config = {**config, "recipe": Recipe(**config["recipe"]).with_overrides(**changes).to_dict()}
         run.write_config(config)
     trainer = _trainer(config, run, progress)
     trainer.resume(state)
@@ -88,11 +97,11 @@ def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | N
 
 
 def train_run(config: dict | None, out: str | Path, resume: bool = False, steps: int | None = None,
-              callbacks: Callbacks = (), progress: bool | None = None) -> dict:
+              callbacks: Callbacks = (), progress: bool | None = None, lr: float | None = None) -> dict:
     """Train ``config`` into ``out`` (or, with ``resume``, continue ``out`` up to ``steps``) and
     return its ``summary.json``. ``callbacks``: callbacks, or a function of the trainer that makes
     them (``interp_causal.probing.default_callback`` probes the run)."""
-    trainer = resume_run(out, steps=steps, progress=progress) if resume else start_run(config, out, progress=progress)
+    trainer = resume_run(out, steps=steps, progress=progress, lr=lr) if resume else start_run(config, out, progress=progress)
     made = callbacks(trainer) if callable(callbacks) else callbacks
     trainer.callbacks += [made] if not isinstance(made, Sequence) else list(made)
     trainer.fit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,16 @@ from interp_causal.training.recipes import Recipe
 from interp_causal.training.run_dir import RunDir
 
 TEST_SEED_OFFSET = 1_000_003  # the held-out set never shares a stream with training data
+GUARD_PATIENCE = 3  # evaluations in a row far above the uniform guess before the guard stops a run
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by :meth:`Trainer.fit` when the guard stops a run; ``step`` and ``loss`` say where,
+    ``kept`` the step of the last good checkpoint (None without one)."""
+
+    def __init__(self, message: str, step: int, loss: float, kept: int | None):
+        super().__init__(message)
+        self.step, self.loss, self.kept = step, loss, kept
 
 
 class Callback(Protocol):
@@ -91,6 +102,7 @@ class Trainer:
         progress: bool | None = None,
         forward: str = "auto",
         interventions: Interventions | dict | None = None,
+        guard: bool = True,
     ) -> None:
         from interp_causal.models import check_model_matches_task
 
@@ -125,6 +137,7 @@ class Trainer:
         self._pool_rng_state: torch.Tensor | None = None
         self._cursor = 0
         self._loss_sum, self._loss_count = 0.0, 0
+        self.guard, self._bad_evals, self.diverged, self._last_saved = guard, 0, None, None
         test_rng = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
         self.test_batch = task.sample(recipe.test_size, test_rng)
         self.reference_losses = baseline_losses(self.test_batch.tokens, self.test_batch.target, task)
@@ -185,6 +198,10 @@ class Trainer:
         try:
             while self.step < stop:
                 loss = self.train_step(self.next_batch())
+                if self.guard and not math.isfinite(loss):  # stop before anything else sees the weights
+                    self.step += 1
+                    self._loss_sum, self._loss_count = loss, 1
+                    self._record()
                 self._loss_sum += loss
                 self._loss_count += 1
                 self.step += 1
@@ -196,6 +213,10 @@ class Trainer:
                     bar.set_postfix(test=f"{row['test_loss']:.4f}", bayes=f"{row['bayes_loss']:.4f}")
             if self.step % self.recipe.eval_every and self.step != total:
                 self.save()  # stopped between evaluations: keep what was done
+        except TrainingDiverged:
+            if self.run is not None:
+                self.run.write_summary(self.summary())
+            raise
         finally:
             bar.close()
         self._call("on_train_end")
@@ -233,6 +254,9 @@ class Trainer:
                 out.update(method(self))
         if isinstance(out.get("mechanisms"), dict):
             self.interventions.mark(out["mechanisms"])
+        if self.diverged is not None:  # a diverged run's heads are noise, not mechanisms
+            out.pop("mechanisms", None)
+            out["diverged"] = self.diverged
         return out
 
     def _bar_disabled(self) -> bool | None:
@@ -254,9 +278,38 @@ class Trainer:
         self.history.append(row)
         if self.run is not None:
             self.run.append_metrics(row)
+        sound = self._guard_check(row)  # raises when the guard stops the run
         self._call("on_eval", row)
-        self.save()
+        if sound:
+            self.save()
         return row
+
+    def _guard_check(self, row: dict) -> bool:
+        """True when the evaluation is sound and its checkpoint may be kept. With ``guard`` on, a
+        loss that is not finite stops the run at once, and a test loss more than ``log S`` above
+        the uniform guess for :data:`GUARD_PATIENCE` evaluations in a row stops it then; no
+        checkpoint is written for such evaluations, so the last good one stays on disk."""
+        if not self.guard:
+            return True
+        test, train = row["test_loss"], row["train_loss"]
+        limit = self.reference_losses["uniform"] + math.log(self.task.vocab_size)
+        finite = math.isfinite(test) and (train is None or math.isfinite(train))
+        if finite and test <= limit:
+            self._bad_evals = 0
+            return True
+        self._bad_evals += 1
+        if finite and self._bad_evals < GUARD_PATIENCE:
+            return False
+        kept = self._last_saved
+        if finite:
+            what = f"stayed above {limit:.2f} (the uniform guess + log S) for {self._bad_evals} evaluations"
+        else:
+            what = "is not finite"
+        self.diverged = {"step": self.step, "test_loss": test, "reason": what, "kept_step": kept}
+        lr = self.recipe.lr
+        hint = f"; the last good checkpoint (step {kept}) is kept: resume it with --lr" if kept is not None else ""
+        raise TrainingDiverged(f"diverged at step {self.step}: test loss {test:.4g} {what}; "
+                               f"try a lower --lr (now {lr:g}, e.g. {lr / 10:g}){hint}", self.step, test, kept)
 
     def _call(self, name: str, *args) -> None:
         for cb in self.callbacks:
@@ -284,14 +337,19 @@ class Trainer:
     def save(self) -> None:
         if self.run is not None:
             self.run.save_checkpoint(self.state_dict())
+            self._last_saved = self.step
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        for group in self.optimizer.param_groups:  # the recipe's schedule may have been extended
-            group["lr"] = group["initial_lr"] * self.recipe.lr_factor(self.step)
+        self._last_saved = self.step
+        # the recipe's schedule may have been extended, or its learning rate changed on resume
+        self.scheduler.base_lrs = [self.recipe.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.recipe.lr
+            group["lr"] = self.recipe.lr * self.recipe.lr_factor(self.step)
         self._loss_sum, self._loss_count = float(state["loss_sum"]), int(state["loss_count"])
         self._pool_rng_state, self._cursor = state["pool_rng"], int(state["cursor"])
         if self._pool_rng_state is not None and self.recipe.pool_size is not None:
