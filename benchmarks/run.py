@@ -33,7 +33,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from baselines import DenseCatFormer, naive_sample  # noqa: E402
+from baselines import DenseCatFormer, PlainAttnOnly, naive_sample  # noqa: E402
 
 from interp_causal.models import paper_model, standard_model  # noqa: E402
 from interp_causal.tasks import CausalGraph, InContextTask  # noqa: E402
@@ -125,6 +125,18 @@ def bench_standard_step(task: InContextTask, repeats: int) -> dict:
     dense = step_time(DenseCatFormer(task.vocab_size, task.seq_len), lambda m, x: m(x), task, "paper-adamw", repeats)
     return row("standard_attn_only_step_ms", 1000 * ours, "ms", "plain-torch dense CatFormer (1, 1)", 1000 * dense,
                "time")
+
+
+def bench_standard_multilayer_step(task: InContextTask, repeats: int) -> dict:
+    """A 3-layer, 4-head attention-only model (d_model 64) stepped as the trainer steps it (the
+    ``standard`` recipe, batch 1024), against the same model written in plain torch."""
+    model = standard_model(task, n_layers=3, n_heads=4, d_model=64)
+    trainer = Trainer(model, task, get_recipe("standard").with_overrides(test_size=8), progress=False)
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    ours = median_time(lambda: trainer.train_step(batch), repeats, warmup=3)
+    plain = step_time(PlainAttnOnly(task.vocab_size, task.seq_len, 3, 4, 64), lambda m, x: m(x), task, "standard", repeats)
+    return row("standard_3x4_d64_step_ms", 1000 * ours, "ms", "plain-torch attention-only transformer (3 x 4, d 64)",
+               1000 * plain, "time")
 
 
 # ---- probing ----------------------------------------------------------------------------------
@@ -267,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
         ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
+        ("standard_3x4_d64_step_ms", lambda: bench_standard_multilayer_step(chain, r)),
         ("probe_overhead", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
         ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
         ("gpt2_small", lambda: bench_gpt2_small(1 if args.quick else 3)),
