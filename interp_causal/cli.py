@@ -164,6 +164,11 @@ def cmd_train(args) -> int:
         if given:
             raise ValueError(f"{', '.join(given)}: a resumed run applies the interventions in its config.json; "
                              "they cannot change half-way")
+        sized = [f"--{k.replace('_', '-')}" for k in ("model", "layers", "heads", "d_model", "mlp", "layernorm",
+                                                      "positional", "recipe") if getattr(args, k) is not None]
+        if sized:
+            raise ValueError(f"{', '.join(sized)}: a resumed run rebuilds its model and recipe from its config.json "
+                             "(only --steps and --lr can change)")
         return _train(None, out, resume=True, probes=not args.no_probes, quiet=args.quiet, steps=args.steps,
                       lr=args.lr)
     task = _task_from_args(args)

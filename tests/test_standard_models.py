@@ -29,6 +29,7 @@ def test_any_depth_and_width_from_the_command_line_rebuilds_exactly(tmp_path):
     assert model.cfg.attn_only and model.cfg.normalization_type is None
     # resuming rebuilds the same model from config.json and trains on
     assert main(["train", "--resume", "--steps", "30", "--out", str(out), "--quiet", "--no-probes"]) == 0
+    assert main(["train", "--resume", "--steps", "40", "--layers", "2", "--out", str(out), "--quiet"]) == 2
 
 
 @pytest.mark.parametrize("extra, cfg", [

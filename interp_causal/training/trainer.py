@@ -198,15 +198,13 @@ class Trainer:
         try:
             while self.step < stop:
                 loss = self.train_step(self.next_batch())
-                if self.guard and not math.isfinite(loss):  # stop before anything else sees the weights
-                    self.step += 1
-                    self._loss_sum, self._loss_count = loss, 1
-                    self._record()
                 self._loss_sum += loss
                 self._loss_count += 1
                 self.step += 1
                 self.elapsed = time.perf_counter() - started
                 bar.update(1)
+                if self.guard and not math.isfinite(loss):
+                    self._record()  # the guard stops the run here, before any callback sees the weights
                 self._call("on_step_end")
                 if self.step % self.recipe.eval_every == 0 or self.step in (total, self.recipe.stage_split):
                     row = self._record()
