@@ -314,28 +314,16 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.split(" (")[0].lower()).strip("-")
 
 
-def plateau_steps(metrics: list[dict], multi_parent: bool, target: float | None = None) -> tuple[int | None, float]:
-    """``(step, level)``: the plateau level (the one-parent estimator's loss on a multi-parent graph,
-    the better of the uniform and unigram guesses otherwise: what a model reaches before it uses
-    the graph) and the first evaluation
-    whose test loss is below halfway from that level to ``target`` (default Bayes; None if none is)."""
-    last = metrics[-1]
-    if multi_parent and "one_parent_loss" in last:
-        level = last["one_parent_loss"]
-    else:  # the better of the graph-free guesses (unigram counts can be worse than uniform at small alpha)
-        level = min(last["uniform_loss"], last["unigram_loss"])
-    half = 0.5 * (level + (last["bayes_loss"] if target is None else target))
-    return next((r["step"] for r in metrics if r["test_loss"] < half), None), level
-
-
 def _intervention_numbers(run: Path, summary: dict, interventions, task: InContextTask,
                           target: float | None = None) -> dict:
     """Loss curve, plateau (ended halfway to ``target``, default Bayes), final gap, formation steps
     and the induction score of one run."""
     from probes import max_parents
 
+    from interp_causal.report.run_report import plateau_end
+
     metrics = RunDir(run).read_metrics()
-    steps, level = plateau_steps(metrics, max_parents(task.graph.parent_lists()) > 1, target)
+    steps, level = plateau_end(metrics, max_parents(task.graph.parent_lists()) > 1, target)
     mechanisms = summary.get("mechanisms") or {}
     formed = {}
     for key, m in sorted(mechanisms.items()):

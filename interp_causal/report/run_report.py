@@ -18,14 +18,24 @@ SCORE_SOURCES = {  # label on the figure -> summary key of probes.summarize
 }
 
 
-def drop_step(metrics: list[dict]) -> int | None:
-    """The first evaluation whose test loss is below halfway from the one-parent estimator's loss
-    to Bayes: when a multi-parent model leaves the one-parent plateau (None without that baseline)."""
+def plateau_end(metrics: list[dict], multi_parent: bool, target: float | None = None) -> tuple[int | None, float]:
+    """``(step, level)``: the plateau level (the one-parent estimator's loss on a multi-parent graph,
+    the better of the uniform and unigram guesses otherwise: what a model reaches before it uses
+    the graph) and the first evaluation after step 0 whose test loss is below halfway from that
+    level to ``target`` (default Bayes; None if none is)."""
     last = metrics[-1]
-    if "one_parent_loss" not in last:
-        return None
-    half = 0.5 * (last["one_parent_loss"] + last["bayes_loss"])
-    return next((r["step"] for r in metrics if r["step"] > 0 and r["test_loss"] < half), None)
+    if multi_parent and "one_parent_loss" in last:
+        level = last["one_parent_loss"]
+    else:  # the better of the graph-free guesses (unigram counts can be worse than uniform at small alpha)
+        level = min(last["uniform_loss"], last["unigram_loss"])
+    half = 0.5 * (level + (last["bayes_loss"] if target is None else target))
+    return next((r["step"] for r in metrics if r["step"] > 0 and r["test_loss"] < half), None), level
+
+
+def drop_step(metrics: list[dict]) -> int | None:
+    """When a multi-parent model leaves the one-parent plateau (:func:`plateau_end`; None without
+    the one-parent baseline)."""
+    return plateau_end(metrics, True)[0] if "one_parent_loss" in metrics[-1] else None
 
 
 def render_run(run_dir: str | Path, batch_size: int = 512, seed: int = 0) -> dict:

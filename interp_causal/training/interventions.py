@@ -168,23 +168,19 @@ class Interventions:
     def structured_patterns(self, model, task):
         """For the two-layer paper model, ``tokens -> {(layer, head): [batch, n, n]}``: the patterns
         the structured path uses in place of the ablated (zeros) and clamped heads'; None for a
-        model it cannot take or without head interventions (the model's own forward runs the hooks)."""
+        model it cannot take or without head interventions (the model's own forward runs the hooks).
+        The heads are checked against the model where the hooks are attached (:meth:`attach`)."""
         from interp_causal.models import structured
-        from probes.interventions import named_pattern
+        from probes.interventions import Clamp, named_pattern
 
         if not self.has_hooks or structured.intervention_reason(model) is not None:
             return None
-        dims = model.cfg.n_heads
-        heads = [(l, h, None) for l, h in map(parse_head, self.ablate)] + list(map(parse_clamp, self.clamp))
-        for l, h, _ in heads:  # the hooks' own check has run by now; this one guards direct calls
-            if l >= model.cfg.n_layers or h >= dims:
-                raise ValueError(f"head L{l}H{h}: the model has {model.cfg.n_layers} layers of {dims} heads")
-        parents, query = task.graph.parent_lists(), list(task.graph.target_parents)
+        heads = self.head_interventions(task)
 
         def patterns(tokens: torch.Tensor) -> dict:
             B, n = tokens.shape
-            return {(l, h): tokens.new_zeros(B, n, n, dtype=torch.float32) if name is None
-                    else named_pattern(name, tokens, parents, query) for l, h, name in heads}
+            return {(i.layer, i.head): named_pattern(i.pattern, tokens, i.parents, i.query_parents)
+                    if isinstance(i, Clamp) else tokens.new_zeros(B, n, n, dtype=torch.float32) for i in heads}
 
         return patterns
 
