@@ -10,14 +10,14 @@ PIP_FLAGS := -q --disable-pip-version-check
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt torch==2.13.0
-	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e ".[test,nnsight]"
+	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e ".[test,nnsight,sweep]"
 	touch $@
 
 # The second environment: TransformerLens 4, where HookedTransformer was removed.
 $(VENV_TL4)/.installed: pyproject.toml constraints-tl4.txt
 	test -x $(VENV_TL4)/bin/python || $(PYTHON) -m venv $(VENV_TL4)
 	$(VENV_TL4)/bin/pip install $(PIP_FLAGS) -c constraints-tl4.txt torch==2.13.0
-	$(VENV_TL4)/bin/pip install $(PIP_FLAGS) -c constraints-tl4.txt -e ".[test,nnsight]"
+	$(VENV_TL4)/bin/pip install $(PIP_FLAGS) -c constraints-tl4.txt -e ".[test,nnsight,sweep]"
 	touch $@
 
 demo: $(VENV)/.installed

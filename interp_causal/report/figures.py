@@ -291,3 +291,75 @@ def head_grids_over_training(grids: dict[str, list[tuple[int, torch.Tensor]]], p
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def against_option(rows: Sequence[dict], option: str, x_values: Sequence[str], group_by: Sequence[str],
+                   panels: Sequence[tuple[str, str]], path: str | Path, title: str,
+                   references: dict[str, str] | None = None) -> Path:
+    """A sweep's results against one option: one panel per ``(column, label)``, x the option's
+    values (numbers on a number axis, log when they span 20x; names in grid order), one line per
+    combination of the ``group_by`` options, each point the mean over the rows that share it (the
+    seeds) with a band of +/- one standard deviation and the rows themselves as dots. Against the
+    seed itself, the dots and their mean. ``references``: ``column -> reference column`` drawn
+    dashed in the same colour (Bayes beside the loss). Empty cells (a mechanism that never formed)
+    are counted in the panel's corner."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    try:
+        xs = {v: float(v) for v in x_values}
+        numeric = True
+    except ValueError:
+        xs, numeric = {v: float(i) for i, v in enumerate(x_values)}, False
+    seeds = option == "seed"
+    groups = sorted({tuple(r[g] for g in group_by) for r in rows}, key=lambda key: [str(k) for k in key])
+    cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / cols)
+    fig = _figure(4.4 * cols, 3.4 * n_rows + 0.5)
+    axes = fig.subplots(n_rows, cols, squeeze=False).ravel()
+    palette = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "black"]
+    refs = references or {}
+    for ax, (column, label) in zip(axes, panels):
+        for gi, key in enumerate(groups):
+            color = palette[gi % len(palette)]
+            mine = [r for r in rows if tuple(r[g] for g in group_by) == key and r[option] in xs]
+            name = ", ".join(f"{g}={k}" for g, k in zip(group_by, key)) or None
+            for col, dashed in [(column, False)] + ([(refs[column], True)] if column in refs else []):
+                pts = [(xs[r[option]], float(r[col])) for r in mine if r.get(col) not in (None, "")]
+                if not pts:
+                    continue
+                at = sorted({x for x, _ in pts})
+                ys = [np.array([y for x, y in pts if x == a]) for a in at]
+                mean, std = np.array([y.mean() for y in ys]), np.array([y.std() for y in ys])
+                label_ = (refs[column].replace("_", " ") + (f" ({name})" if name else "")) if dashed else name
+                if seeds:  # seeds are not an axis to draw a trend along: the dots and their mean
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=color, alpha=0.5 if dashed else 0.9,
+                            markersize=4, label=label_)
+                    ax.axhline(float(np.mean([y for _, y in pts])), color=color, linestyle="--" if dashed else ":")
+                    continue
+                ax.plot(at, mean, "--" if dashed else "-", color=color, marker=None if dashed else "o", markersize=4,
+                        label=label_)
+                if not dashed:
+                    ax.fill_between(at, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], ".", color=color, alpha=0.45, markersize=4)
+        never = sum(r.get(column) in (None, "") for r in rows)
+        if never:
+            ax.annotate(f"never formed: {never} of {len(rows)}" if column.endswith("_step") else f"missing: {never}",
+                        (0.98, 0.96), xycoords="axes fraction", ha="right", va="top", fontsize=8, color="tab:gray")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel(option.replace("_", "-"))
+        ax.grid(alpha=0.3)
+        if numeric:
+            positive = [v for v in xs.values() if v > 0]
+            if len(positive) == len(xs) and max(positive) / min(positive) >= 20:
+                ax.set_xscale("log")
+            elif all(v == int(v) for v in xs.values()):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.set_xticks(list(xs.values()), list(xs), rotation=20 if max(map(len, xs)) > 6 else 0)
+        if ax.get_legend_handles_labels()[0] and (len(groups) > 1 or column in refs):
+            ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -7,7 +7,7 @@ from pathlib import Path
 HEAD = ("metric", "ours", "paper", "gap", "note")
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -15,13 +15,13 @@ def _fmt(v) -> str:
 
 def table(rows: list[dict], markdown: bool = False) -> str:
     """Rows ``{"metric", "ours", "paper", "gap", "note"}`` as an aligned text table (or Markdown)."""
-    body = [(r["metric"], _fmt(r["ours"]), _fmt(r["paper"]), _fmt(r["gap"]), r.get("note", "")) for r in rows]
+    body = [(r["metric"], fmt(r["ours"]), fmt(r["paper"]), fmt(r["gap"]), r.get("note", "")) for r in rows]
     if markdown:
         lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
     widths = [max(len(x[k]) for x in [HEAD, *body]) for k in range(len(HEAD))]
-    fmt = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
-    return "\n".join([fmt(HEAD), "-" * (sum(widths) + 8)] + [fmt(b) for b in body])
+    line = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
+    return "\n".join([line(HEAD), "-" * (sum(widths) + 8)] + [line(b) for b in body])
 
 
 def comparison_md(summary: dict) -> str:

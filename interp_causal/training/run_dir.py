@@ -12,6 +12,7 @@
 | ``checkpoint.pt`` | the trainer, atomically | model, optimiser, schedule, data streams: resumes bit for bit |
 | ``summary.json`` | the trainer at the end of ``fit`` | :data:`SUMMARY_KEYS`, plus what callbacks add (``mechanisms``) |
 | ``probe_summary.json`` | ``interp-causal probe`` | the full suite on the checkpoint; for Hugging Face checkpoints, the head map and formation steps |
+| ``trial.json`` | a sweep's trial (:mod:`interp_causal.sweep`) | the node, host, pid, threads and wall time it ran with |
 | ``reproduction.json`` | ``interp-causal reproduce`` | our numbers beside the paper's (``rows``) |
 | ``report.md``, ``figures/`` | ``interp-causal report`` / ``reproduce`` | the one-page report and its PNGs |
 
@@ -53,6 +54,7 @@ class RunDir:
     summary = _File("summary.json")
     probe_summary = _File("probe_summary.json")
     reproduction = _File("reproduction.json")
+    trial = _File("trial.json")
     report = _File("report.md")
     figures = _File("figures")
 
@@ -143,6 +145,13 @@ class RunDir:
 
     def write_probe_summary(self, result: dict) -> None:
         write_json(self.probe_summary, result)
+
+    def write_trial(self, info: dict) -> None:
+        write_json(self.trial, info)
+
+    def read_trial(self) -> dict | None:
+        """Where a sweep trained this run (``trial.json``), or None for a run not trained by a sweep."""
+        return read_json(self.trial) if self.trial.is_file() else None
 
     def write_reproduction(self, reproduction: dict) -> None:
         write_json(self.reproduction, reproduction)

@@ -1,0 +1,188 @@
+"""Trials: ordinary runs trained in parallel as Ray tasks, on this machine or a cluster.
+
+    results = run_trials([Trial("seed-0", config, Path("runs/s/trials/seed-0")), ...], cpus_per_trial=1)
+
+Ray core tasks, not Ray Tune: a trial is one function call that trains a run directory, so a task
+is the whole abstraction; Tune would add its own trial directories, result logging and a pyarrow
+dependency around a loop that ``train_run`` already owns (checkpoints, resume, logs).
+
+Fault tolerance comes from the run directory: a trial whose worker dies (``kill -9``, a lost node)
+is retried by Ray (``max_retries``) and resumes from its last checkpoint, which continues bit for
+bit; a trial whose ``summary.json`` exists is done and is not sent again. Each trial sets torch's
+threads to its CPUs, so that the trials Ray packs onto a node never oversubscribe it.
+
+The run directories must be on storage every node sees (one machine, or a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from interp_causal.training.run_dir import RunDir
+
+RAY_HINT = "interp-causal sweep needs Ray: pip install 'interp-causal[sweep]'"
+MAX_RETRIES = 3  # times Ray re-runs a trial whose worker died; each retry resumes from the checkpoint
+ENGINES = ("ray", "local")
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtra(RAY_HINT) from None
+    return ray
+
+
+@dataclass
+class Trial:
+    """One run of a sweep: its name, its run config, where it writes, and its grid values (text)."""
+
+    name: str
+    config: dict
+    run_dir: Path
+    values: dict = field(default_factory=dict)
+
+    def state(self) -> str:
+        """``done`` (summary.json written), ``partial`` (a checkpoint to resume) or ``new``. Refuses a
+        directory that holds another config: a sweep never overwrites a run it did not make."""
+        run = RunDir(self.run_dir)
+        if run.config.is_file() and run.read_config() != json.loads(json.dumps(self.config)):
+            raise ValueError(f"out: {run.path} holds a run of another config than trial {self.name}; "
+                             "choose another --out for a different sweep")
+        if run.summary.is_file():
+            return "done"
+        return "partial" if run.holds_run() else "new"
+
+
+def train_trial(config: dict, run_dir: str, threads: int, probes: bool = True) -> dict:
+    """Train (or resume) one trial's run directory with ``threads`` torch threads; write its
+    ``trial.json`` (node, host, pid, threads, wall time) and return it with the run's summary."""
+    import torch
+
+    from interp_causal.probing import default_callback
+    from interp_causal.training import TrainingDiverged, train_run
+
+    torch.set_num_threads(threads)
+    run, started = RunDir(run_dir), time.perf_counter()
+    resumed = run.holds_run()  # a retried trial: its worker died after a checkpoint
+    try:
+        summary = train_run(None if resumed else config, run.path, resume=resumed,
+                            callbacks=default_callback if probes else (), progress=False)
+    except TrainingDiverged:  # the guard stopped it: its summary says so; the sweep goes on
+        summary = run.read_summary()
+    info = {"node": _node_id(), "host": socket.gethostname(), "pid": os.getpid(), "threads": threads,
+            "wall_s": round(time.perf_counter() - started, 2), "resumed": resumed}
+    run.write_trial(info)
+    return {**info, "summary": summary}
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return "local"
+
+
+def run_trials(trials: Sequence[Trial], cpus_per_trial: int | None = None, address: str | None = None,
+               probes: bool = True, progress: bool | None = None, engine: str = "ray",
+               on_result: Callable[[Trial, dict], None] | None = None) -> dict[str, dict]:
+    """Train every trial that is not done; return ``{name: result}`` (``train_trial``'s dict, or
+    ``{"error": message}`` for a trial that failed). ``engine="ray"`` runs them as Ray tasks
+    (connecting to ``address`` or ``RAY_ADDRESS``, else starting an embedded cluster; a session
+    already open is used as is); ``"local"`` trains them here one after another."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+    if cpus_per_trial is not None and (isinstance(cpus_per_trial, bool) or not isinstance(cpus_per_trial, int)
+                                       or cpus_per_trial < 1):
+        raise ValueError(f"cpus_per_trial: expected a positive int, got {cpus_per_trial!r}")
+    todo = [t for t in trials if t.state() != "done"]
+    if not todo:
+        return {}
+    if engine == "local":
+        return _run_local(todo, cpus_per_trial, probes, progress, on_result)
+    return _run_ray(todo, len(trials) - len(todo), len(trials), cpus_per_trial, address, probes, progress, on_result)
+
+
+def _run_local(todo, cpus_per_trial, probes, progress, on_result) -> dict[str, dict]:
+    import torch
+    from tqdm.auto import tqdm
+
+    before, results = torch.get_num_threads(), {}
+    try:
+        for trial in tqdm(todo, desc="trials", unit="trial", disable=None if progress is None else not progress):
+            results[trial.name] = train_trial(trial.config, str(trial.run_dir), cpus_per_trial or before, probes)
+            if on_result:
+                on_result(trial, results[trial.name])
+    finally:
+        torch.set_num_threads(before)
+    return results
+
+
+def _run_ray(todo, done, total, cpus_per_trial, address, probes, progress, on_result) -> dict[str, dict]:
+    from tqdm.auto import tqdm
+
+    ray = require_ray()
+    own = not ray.is_initialized()
+    if own:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    refs: dict = {}
+    try:
+        cpus = _cpus_per_trial(ray, cpus_per_trial, len(todo))
+        task = ray.remote(num_cpus=cpus, max_retries=MAX_RETRIES)(train_trial)
+        refs = {task.remote(t.config, str(Path(t.run_dir).resolve()), cpus, probes): t for t in todo}
+        results: dict[str, dict] = {}
+        with tqdm(total=total, initial=done, desc="trials", unit="trial",
+                  disable=None if progress is None else not progress) as bar:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                trial = refs.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except (ray.exceptions.RayError, OSError) as exc:  # the trial's own error, or retries used up
+                    result = {"error": _one_line(exc)}
+                results[trial.name] = result
+                bar.update(1)
+                if on_result:
+                    on_result(trial, result)
+        return results
+    except BaseException:
+        for ref in refs:  # interrupted: stop the workers; each trial keeps its last checkpoint
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if own:
+            ray.shutdown()
+
+
+def _cpus_per_trial(ray, given: int | None, n: int) -> int:
+    """``given``, or the most CPUs that still let every trial run at once without oversubscribing
+    a node (one per trial when there are more trials than CPUs)."""
+    nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    largest, total = int(max(nodes, default=1)), int(sum(nodes))
+    if given is not None:
+        if given > largest:
+            raise ValueError(f"cpus_per_trial: {given}, but the largest node has {largest} CPUs")
+        return given
+    return max(1, min(largest, total // max(1, n)))
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = f"{type(cause).__name__}: {cause}"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 and "Traceback" in text else (lines[0] if lines else type(cause).__name__)
