@@ -249,6 +249,66 @@ def bench_demo(repeats: int) -> dict:
     return row("demo_wall_s", ours, "s", "start-up: import torch + transformer_lens", base)
 
 
+SEQUENTIAL = """
+import sys, tempfile
+from interp_causal.probing import default_callback
+from interp_causal.tasks import CausalGraph, InContextTask
+from interp_causal.training import get_recipe, make_config, train_run
+task = InContextTask(CausalGraph.chain(20), 10, 0.1)
+with tempfile.TemporaryDirectory() as tmp:
+    for seed in range(int(sys.argv[1])):
+        train_run(make_config(task, "paper", get_recipe("fast"), seed), f"{tmp}/seed-{seed}",
+                  callbacks=default_callback, progress=False)
+"""
+
+
+def bench_sweep(trials: int, repeats: int) -> list[dict]:
+    """``interp-causal sweep`` of ``trials`` seeds of the fast recipe (1000 steps, probed), each a
+    fresh process, against the same runs one after another: in one process (torch's threads: all
+    cores), and as one ``interp-causal train`` command each (what a shell loop does today). Also
+    what Ray's start and stop cost: ``ray.init`` on this machine, a no-op task per CPU, shutdown."""
+    exe = str(Path(sys.executable).with_name("interp-causal"))
+
+    def sweep():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([exe, "sweep", "--grid", f"seed=0-{trials - 1}", "--grid", "recipe=fast", "--quiet",
+                            "--out", f"{tmp}/sweep"], check=True, capture_output=True)
+
+    def one_process():
+        subprocess.run([sys.executable, "-W", "ignore", "-c", SEQUENTIAL, str(trials)], check=True, capture_output=True)
+
+    def commands():
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(trials):
+                subprocess.run([exe, "train", "--recipe", "fast", "--seed", str(seed), "--quiet", "--out",
+                                f"{tmp}/seed-{seed}"], check=True, capture_output=True)
+
+    code = ("import logging, os, ray\nray.init(include_dashboard=False, logging_level=logging.ERROR)\n"
+            "def pid():\n    return os.getpid()\n"
+            "f = ray.remote(num_cpus=1)(pid)\nray.get([f.remote() for _ in range(os.cpu_count())])\nray.shutdown()\n")
+
+    def ray_start():
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+    def ray_import():
+        subprocess.run([sys.executable, "-c", "import ray"], check=True, capture_output=True)
+
+    ours, seq, cli = [], [], []
+    for _ in range(repeats):  # interleaved: the machine's load drifts
+        ours.append(median_time(sweep, 1, warmup=0))
+        seq.append(median_time(one_process, 1, warmup=0))
+        cli.append(median_time(commands, 1, warmup=0))
+    name = f"sweep_{trials}x1000_fast_wall_s"
+    ours_m = statistics.median(ours)
+    return [
+        row(name, ours_m, "s", f"the same {trials} runs one after another in one process", statistics.median(seq), "time"),
+        row(name + "_vs_train_cli", ours_m, "s", f"{trials} interp-causal train commands one after another",
+            statistics.median(cli), "time"),
+        row("ray_start_stop_s", median_time(ray_start, repeats, warmup=0), "s",
+            "python -c 'import ray'", median_time(ray_import, repeats, warmup=0), "overhead"),
+    ]
+
+
 def table(rows: list[dict]) -> str:
     """The rows as an aligned text table (blank where a row has no speedup or overhead)."""
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
@@ -284,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
         ("gpt2_small", lambda: bench_gpt2_small(1 if args.quick else 3)),
         ("demo_wall_s", lambda: bench_demo(1 if args.quick else 3)),
+        ("sweep_8x1000_fast_wall_s", lambda: bench_sweep(8, 1 if args.quick else 3)),
     ]
     if args.only:
         jobs = [(n, f) for n, f in jobs if any(o in n for o in args.only)]

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe, "reproduce": cmd_reproduce,
                     "sweep": cmd_sweep, "report": cmd_report}
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"interp-causal {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -173,6 +173,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from tqdm.auto import tqdm
+
     from interp_causal.sweep.grid import MAX_TRIALS, Grid
 
     if args.grid_file is None and not args.grid:
@@ -181,11 +183,18 @@ def cmd_sweep(args) -> int:
     if args.grid_file is not None:
         grid = Grid.from_toml(args.grid_file).merge(grid)
     out = Path(args.out) if args.out else Path("runs") / ("sweep-" + ("_".join(grid.swept) or "trial"))
-    from interp_causal.sweep import run_sweep
-    from tqdm.auto import tqdm
+    from interp_causal.sweep import MissingExtra, run_sweep  # torch: after the grid is known to be sound
 
-    result = run_sweep(grid, out, args.address, args.cpus_per_trial, args.max_trials or MAX_TRIALS, args.yes,
-                       progress=False if args.quiet else None, echo=tqdm.write)
+    try:
+        result = run_sweep(grid, out, args.address, args.cpus_per_trial, args.max_trials or MAX_TRIALS, args.yes,
+                           progress=False if args.quiet else None, echo=tqdm.write)
+    except MissingExtra as exc:
+        print(f"interp-causal sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interp-causal sweep: interrupted; every trial keeps its last checkpoint: the same command "
+              f"finishes the sweep in {out}", file=sys.stderr)
+        return 130
     if not result["trained"]:
         print(f"all {result['trials']} trials in {out} are done: nothing to train (sweep.csv and figures written again)")
     for name, error in result["failed"].items():

@@ -125,10 +125,13 @@ def standard(profile: str, out: Path, progress: bool | None = None) -> dict:
 
 @experiment("many-trees")
 def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
-    """Fig. 9: 20 random trees (v2), S=3, T=20, the disentangled transformer, SGD lr 1, constant."""
-    from tqdm.auto import tqdm
+    """Fig. 9: 20 random trees (v2), S=3, T=20, the disentangled transformer, SGD lr 1, constant.
+    The graphs train as a sweep's trials (:func:`interp_causal.sweep.run_trials`): in parallel on
+    Ray where the sweep extra is installed, one after another here otherwise."""
+    import sys
 
     from interp_causal.report import analysis, figures
+    from interp_causal.sweep.trials import MissingExtra, Trial, require_ray, run_trials
     from interp_causal.training import load_run
 
     n_graphs = {"paper": 20, "quick": 6, "tiny": 2}[profile]
@@ -136,13 +139,23 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     recipe = _recipe("paper-trees", profile, dict(steps=3000, lr=4.0, eval_every=250, test_size=4096))
     if out.exists():
         shutil.rmtree(out)
+    graphs = [CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2) for g in range(n_graphs)]
+    trials = [Trial(f"graph-{g:02d}", make_config(InContextTask(graph, 3, 0.1), "paper", recipe, g), out / f"graph-{g:02d}")
+              for g, graph in enumerate(graphs)]
+    try:
+        require_ray()
+        engine = "ray"
+    except MissingExtra:
+        engine = "local"
+        print("many-trees: Ray is not installed (pip install 'interp-causal[sweep]'): training the graphs one "
+              "after another", file=sys.stderr)
+    results = run_trials(trials, probes=False, progress=progress, engine=engine)
+    failed = {name: r["error"] for name, r in results.items() if "error" in r}
+    if failed:
+        raise RuntimeError(f"many-trees: graphs failed to train: {failed}")
     per_graph, by_pos = [], [[] for _ in range(20)]
-    for g in tqdm(range(n_graphs), desc="graphs", disable=None if progress is None else not progress):
-        graph = CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2)
-        task = InContextTask(graph, 3, 0.1)
-        run = out / f"graph-{g:02d}"
-        train_run(make_config(task, "paper", recipe, g), run, progress=False)
-        _, model, _, _ = load_run(run)
+    for graph, trial in zip(graphs, trials):
+        _, model, _, _ = load_run(trial.run_dir)
         s = analysis.parent_scores(analysis.position_attention(model, 0), graph)[0]
         per_graph.append(s["mass"])
         for i, v in enumerate(s["mass_per_position"]):

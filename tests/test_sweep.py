@@ -200,8 +200,8 @@ def _step_reached(trials: Path) -> int:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
 def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_equals_an_unbroken_one(tmp_path):
-    grid = ["--grid", "seed=0-1", "--grid", "vocab=5", "--grid", "steps=1500", "--grid", "eval-every=50",
-            "--grid", "batch-size=64", "--cpus-per-trial", "1", "--quiet"]
+    grid = ["--grid", "seed=0-1", "--grid", "vocab=5", "--grid", "steps=800", "--grid", "eval-every=25",
+            "--grid", "batch-size=32", "--cpus-per-trial", "1", "--quiet"]
     cmd = [sys.executable, "-m", "interp_causal.cli", "sweep", *grid]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded cluster of its own
     assert subprocess.run([*cmd, "--out", str(tmp_path / "unbroken")], env=env, capture_output=True).returncode == 0
@@ -210,7 +210,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_equals_an_unbroken_o
     killed, deadline = None, time.time() + 120
     while killed is None and time.time() < deadline and sweep.poll() is None:
         workers = _trial_workers()
-        if workers and _step_reached(broken / "trials") >= 300:  # mid-trial, past a few checkpoints
+        if workers and _step_reached(broken / "trials") >= 200:  # mid-trial, past a few checkpoints
             os.kill(workers[0], signal.SIGKILL)
             killed = workers[0]
         time.sleep(0.05)
@@ -229,3 +229,21 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_sweep_equals_an_unbroken_o
     again = subprocess.run([*cmd, "--out", str(broken)], env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "nothing to train" in again.stdout
     assert _mtimes(broken / "trials") == before
+
+
+# ---- reproduce many-trees through the same machinery ----------------------------------------------
+def test_many_trees_trains_its_graphs_as_trials_with_the_numbers_of_one_by_one_runs(tmp_path):
+    from interp_causal.experiments import TINY as TINY_PROFILE
+    from interp_causal.experiments import reproduce
+    from interp_causal.report import analysis
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, load_run, make_config, train_run
+
+    result = reproduce("many-trees", "tiny", tmp_path / "trees", progress=False)
+    assert all(RunDir(tmp_path / "trees" / f"graph-{g:02d}").read_trial()["node"] != "local" for g in range(2))
+    recipe = get_recipe("paper-trees").with_overrides(**TINY_PROFILE)
+    for g, mass in enumerate(result["numbers"]["per_graph"]):  # the loop many-trees ran before, here, one thread
+        graph = CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2)
+        train_run(make_config(InContextTask(graph, 3, 0.1), "paper", recipe, g), tmp_path / f"one-{g}", progress=False)
+        _, model, _, _ = load_run(tmp_path / f"one-{g}")
+        assert analysis.parent_scores(analysis.position_attention(model, 0), graph)[0]["mass"] == mass

@@ -97,15 +97,17 @@ def run_sweep(grid: Grid, out: str | Path, address: str | None = None, cpus_per_
     todo = [t for t in trials if t.state() != "done"]
     results: dict = {}
     if todo:
-        require_ray()  # before anything is written
-        write_json(sweep.spec, {"grid": grid.to_dict(), "swept": grid.swept,
-                                "trials": [{"name": t.name, "values": t.values} for t in trials]})
+        require_ray()
+
+        def start() -> None:  # once the cluster is reached: a wrong --address leaves nothing behind
+            write_json(sweep.spec, {"grid": grid.to_dict(), "swept": grid.swept,
+                                    "trials": [{"name": t.name, "values": t.values} for t in trials]})
 
         def report(trial: Trial, result: dict) -> None:
             if echo is not None:
                 echo(trial_line(trial, result))
 
-        results = run_trials(trials, cpus_per_trial, address, progress=progress, on_result=report)
+        results = run_trials(trials, cpus_per_trial, address, progress=progress, on_result=report, on_start=start)
     rendered = render_sweep(out)
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     return {"trials": len(trials), "trained": len(todo), "failed": failed, "rows": rendered["rows"],

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from interp_causal.training.run_dir import RunDir
 
-RAY_HINT = "interp-causal sweep needs Ray: pip install 'interp-causal[sweep]'"
+RAY_HINT = "sweeps run on Ray, which is not installed: pip install 'interp-causal[sweep]'"
 MAX_RETRIES = 3  # times Ray re-runs a trial whose worker died; each retry resumes from the checkpoint
 ENGINES = ("ray", "local")
 
@@ -100,11 +100,13 @@ def _node_id() -> str:
 
 def run_trials(trials: Sequence[Trial], cpus_per_trial: int | None = None, address: str | None = None,
                probes: bool = True, progress: bool | None = None, engine: str = "ray",
-               on_result: Callable[[Trial, dict], None] | None = None) -> dict[str, dict]:
+               on_result: Callable[[Trial, dict], None] | None = None,
+               on_start: Callable[[], None] | None = None) -> dict[str, dict]:
     """Train every trial that is not done; return ``{name: result}`` (``train_trial``'s dict, or
     ``{"error": message}`` for a trial that failed). ``engine="ray"`` runs them as Ray tasks
     (connecting to ``address`` or ``RAY_ADDRESS``, else starting an embedded cluster; a session
-    already open is used as is); ``"local"`` trains them here one after another."""
+    already open is used as is); ``"local"`` trains them here one after another. ``on_start`` is
+    called once the cluster is reached, before the first trial; ``on_result`` after each."""
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
     if cpus_per_trial is not None and (isinstance(cpus_per_trial, bool) or not isinstance(cpus_per_trial, int)
@@ -114,15 +116,18 @@ def run_trials(trials: Sequence[Trial], cpus_per_trial: int | None = None, addre
     if not todo:
         return {}
     if engine == "local":
-        return _run_local(todo, cpus_per_trial, probes, progress, on_result)
-    return _run_ray(todo, len(trials) - len(todo), len(trials), cpus_per_trial, address, probes, progress, on_result)
+        return _run_local(todo, cpus_per_trial, probes, progress, on_result, on_start)
+    return _run_ray(todo, len(trials) - len(todo), len(trials), cpus_per_trial, address, probes, progress, on_result,
+                    on_start)
 
 
-def _run_local(todo, cpus_per_trial, probes, progress, on_result) -> dict[str, dict]:
+def _run_local(todo, cpus_per_trial, probes, progress, on_result, on_start) -> dict[str, dict]:
     import torch
     from tqdm.auto import tqdm
 
     before, results = torch.get_num_threads(), {}
+    if on_start:
+        on_start()
     try:
         for trial in tqdm(todo, desc="trials", unit="trial", disable=None if progress is None else not progress):
             results[trial.name] = train_trial(trial.config, str(trial.run_dir), cpus_per_trial or before, probes)
@@ -133,7 +138,7 @@ def _run_local(todo, cpus_per_trial, probes, progress, on_result) -> dict[str, d
     return results
 
 
-def _run_ray(todo, done, total, cpus_per_trial, address, probes, progress, on_result) -> dict[str, dict]:
+def _run_ray(todo, done, total, cpus_per_trial, address, probes, progress, on_result, on_start) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
     ray = require_ray()
@@ -143,6 +148,8 @@ def _run_ray(todo, done, total, cpus_per_trial, address, probes, progress, on_re
     refs: dict = {}
     try:
         cpus = _cpus_per_trial(ray, cpus_per_trial, len(todo))
+        if on_start:
+            on_start()
         task = ray.remote(num_cpus=cpus, max_retries=MAX_RETRIES)(train_trial)
         refs = {task.remote(t.config, str(Path(t.run_dir).resolve()), cpus, probes): t for t in todo}
         results: dict[str, dict] = {}
@@ -182,7 +189,8 @@ def _cpus_per_trial(ray, given: int | None, n: int) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
+    """A failed trial in one line: the trial's own exception (a ``RayTaskError``'s ``cause``), or
+    Ray's (a worker that died more than ``MAX_RETRIES`` times)."""
     cause = getattr(exc, "cause", None) or exc
-    text = f"{type(cause).__name__}: {cause}"
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if len(lines) > 1 and "Traceback" in text else (lines[0] if lines else type(cause).__name__)
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"
