@@ -168,8 +168,11 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     figures.by_position(pos_mean, pos_std, RunDir(out).figure("parent_attention_by_position.png"),
                         f"{n_graphs} random trees (v2), S=3, T=20: softmax(A(1)) mass on the true parent",
                         reference=0.837, reference_label="paper: mean over graphs 0.837")
+    # torch's threads per graph: the numbers are the same for the same threads (SGD at lr 4 carries a
+    # last-bit difference of another thread count to about 0.02 per graph by the end of the quick profile)
+    threads = sorted({RunDir(t.run_dir).read_trial()["threads"] for t in trials})
     numbers = {"per_graph": per_graph, "by_position_mean": pos_mean, "by_position_std": pos_std,
-               "figures": ["parent_attention_by_position.png"]}
+               "threads_per_graph": threads, "figures": ["parent_attention_by_position.png"]}
     return {"numbers": numbers, "rows": [
         _row("mean attention on the true parent", mean, 0.837),
         _row("std across graphs", std, 0.054),
