@@ -198,10 +198,5 @@ class Grid:
         return "_".join(parts) or "trial"
 
     def to_dict(self) -> dict[str, list[str]]:
-        """``{key: [value texts]}``: what ``sweep.json`` records, and :meth:`from_dict` reads."""
+        """``{key: [value texts]}``: what ``sweep.json`` records (a sweep started again must match it)."""
         return {k: [value_text(v) for v in vs] for k, vs in self.values.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, list[str]]) -> "Grid":
-        actions = train_options()
-        return cls({k: [parse_value(k, t, actions[k]) for t in ts] for k, ts in data.items()})
