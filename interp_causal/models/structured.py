@@ -19,8 +19,9 @@ gradients land in the hooked model's own parameters (gradient-mask hooks of the 
 apply as usual), no weights are ever copied or synchronised, and the hooked model stays the
 object that users, probes and checkpoints see.
 
-:func:`supports` says when the path applies: a ``HookedTransformer`` with no hook attached that
-:func:`~interp_causal.models.paper.is_paper_model` recognises (every fixed weight still at its
+:func:`supports` says when the path applies: a ``HookedTransformer`` or a ``TransformerBridge``
+(TransformerLens 4's model, whose ``W_Q`` and ``W_U`` are differentiable views of its own weights)
+with no hook attached that :func:`~interp_causal.models.paper.is_paper_model` recognises (every fixed weight still at its
 layout's value). The trainer chooses its forward explicitly (``Trainer(forward=...)``): ``auto``
 takes this path exactly when :func:`supports` holds, ``structured`` insists on it,
 ``hooked`` never takes it.
@@ -34,15 +35,15 @@ import torch
 
 from interp_causal.models.paper import is_paper_model, paper_layout
 
-_HOOKED_TRANSFORMER: list = []  # the class, imported once (TransformerLens 3 only)
+_CLASSES: list = []  # (HookedTransformer, TransformerBridge), those this TransformerLens has, imported once
 
 
 def unsupported_reason(model, hooks_allowed: bool = False) -> str | None:
     """Why :func:`last_logits` would not compute exactly ``model(tokens)[:, -1]``, or None when it
     does. ``hooks_allowed``: the hooks attached are head interventions that ``last_logits`` is given
     as ``patterns`` (see :func:`intervention_reason`)."""
-    if not _is_hooked_transformer(model):
-        return f"it runs on a HookedTransformer, and this model is a {type(model).__name__}"
+    if not _is_transformer_lens_model(model):
+        return f"it runs on a HookedTransformer or a TransformerBridge, and this model is a {type(model).__name__}"
     if has_hooks(model) and not hooks_allowed:
         return "the model has hooks attached, which only its own forward runs"
     if not is_paper_model(model):
@@ -75,17 +76,25 @@ def has_hooks(model) -> bool:
     return any(hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks for hp in model.hook_dict.values())
 
 
-def _is_hooked_transformer(model) -> bool:
-    if not _HOOKED_TRANSFORMER:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+def _is_transformer_lens_model(model) -> bool:
+    if not _CLASSES:
+        classes = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
                 from transformer_lens import HookedTransformer
-        except ImportError:  # TransformerLens 4 removed it
-            HookedTransformer = None
-        _HOOKED_TRANSFORMER.append(HookedTransformer)
-    cls = _HOOKED_TRANSFORMER[0]
-    return cls is not None and isinstance(model, cls)
+
+                classes.append(HookedTransformer)
+            except ImportError:  # TransformerLens 4 removed it
+                pass
+            try:
+                from transformer_lens.model_bridge import TransformerBridge
+
+                classes.append(TransformerBridge)
+            except ImportError:  # TransformerLens before the bridge
+                pass
+        _CLASSES.append(tuple(classes))
+    return isinstance(model, _CLASSES[0])
 
 
 def last_logits(model, tokens: torch.Tensor, patterns: dict | None = None) -> torch.Tensor:

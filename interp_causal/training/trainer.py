@@ -58,7 +58,7 @@ def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto", pat
     ``"hooked"``: ``model(tokens)``, any TransformerLens model, hooks and all. ``"structured"``: the
     paper model's structured path (:mod:`interp_causal.models.structured`), the same function from
     the same parameters at the last position only, 4x faster. ``"auto"``: structured exactly when
-    ``structured.supports(model)`` (a hook-free paper ``HookedTransformer``), else hooked.
+    ``structured.supports(model)`` (a hook-free paper ``HookedTransformer`` or ``TransformerBridge``), else hooked.
     """
     from interp_causal.models import structured
 
