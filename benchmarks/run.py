@@ -249,6 +249,27 @@ def bench_demo(repeats: int) -> dict:
     return row("demo_wall_s", ours, "s", "start-up: import torch + transformer_lens", base)
 
 
+def bench_demo_tl4(repeats: int) -> dict:
+    """``interp-causal demo`` under TransformerLens 4.3 (``.venv-tl4``, the TransformerBridge)
+    against 3.9 (this environment, ``HookedTransformer``): the training time each demo reports,
+    alternating the two so that the machine's drift falls on both."""
+    import re
+
+    tl4 = HERE.parent / ".venv-tl4" / "bin" / "interp-causal"
+    if not tl4.exists():
+        raise FileNotFoundError(f"{tl4}: build it with `make .venv-tl4/.installed`")
+    exes = {"tl3": str(Path(sys.executable).with_name("interp-causal")), "tl4": str(tl4)}
+    seconds: dict[str, list[float]] = {"tl3": [], "tl4": []}
+    for _ in range(repeats):
+        for line, exe in exes.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                out = subprocess.run([exe, "demo", "--quiet", "--out", f"{tmp}/demo"], check=True, capture_output=True,
+                                     text=True).stdout
+            seconds[line].append(float(re.search(r"\(([\d.]+) s training", out).group(1)))
+    return row("demo_train_s_tl4", statistics.median(seconds["tl4"]), "s", "the same demo under TransformerLens 3.9",
+               statistics.median(seconds["tl3"]), "time")
+
+
 SEQUENTIAL = """
 import sys, tempfile
 from interp_causal.probing import default_callback
@@ -344,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
         ("gpt2_small", lambda: bench_gpt2_small(1 if args.quick else 3)),
         ("demo_wall_s", lambda: bench_demo(1 if args.quick else 3)),
+        ("demo_train_s_tl4", lambda: bench_demo_tl4(1 if args.quick else 5)),
         ("sweep_8x1000_fast_wall_s", lambda: bench_sweep(8, 1 if args.quick else 3)),
     ]
     if args.only:
