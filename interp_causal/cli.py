@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from interp_causal import names
+from interp_causal.sweep.grid import MAX_TRIALS
 from interp_causal.train_options import add_task_options, add_training_options, positive_int, train_config
 
 
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Ray cluster to run on (default: $RAY_ADDRESS, else an embedded cluster on this machine)")
     sweep.add_argument("--cpus-per-trial", type=positive_int, default=None,
                        help="CPUs (and torch threads) per trial (default: the machine's CPUs over the trials, at least 1)")
-    sweep.add_argument("--max-trials", type=positive_int, default=None,
-                       help="refuse grids larger than this without --yes (default: 256)")
+    sweep.add_argument("--max-trials", type=positive_int, default=MAX_TRIALS,
+                       help=f"refuse grids larger than this without --yes (default: {MAX_TRIALS})")
     sweep.add_argument("--yes", action="store_true", help="run a grid larger than --max-trials")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -175,7 +176,7 @@ def cmd_reproduce(args) -> int:
 def cmd_sweep(args) -> int:
     from tqdm.auto import tqdm
 
-    from interp_causal.sweep.grid import MAX_TRIALS, Grid
+    from interp_causal.sweep.grid import Grid
 
     if args.grid_file is None and not args.grid:
         raise ValueError("grid: give a TOML file with a [grid] table, or --grid KEY=VALUES (e.g. --grid seed=0-3)")
@@ -186,7 +187,7 @@ def cmd_sweep(args) -> int:
     from interp_causal.sweep import MissingExtra, run_sweep  # torch: after the grid is known to be sound
 
     try:
-        result = run_sweep(grid, out, args.address, args.cpus_per_trial, args.max_trials or MAX_TRIALS, args.yes,
+        result = run_sweep(grid, out, args.address, args.cpus_per_trial, args.max_trials, args.yes,
                            progress=False if args.quiet else None, echo=tqdm.write)
     except MissingExtra as exc:
         print(f"interp-causal sweep: error: {exc}", file=sys.stderr)
@@ -214,12 +215,13 @@ def cmd_report(args) -> int:
     from interp_causal.sweep.sweep import SweepDir
     from interp_causal.training import RunDir
 
-    if SweepDir(args.run_dir).holds_sweep():
+    sweep = SweepDir(args.run_dir)
+    if sweep.holds_sweep():
         from interp_causal.sweep import render_sweep
 
-        result = render_sweep(args.run_dir)
-        print(f"wrote {SweepDir(args.run_dir).table} ({len(result['rows'])} trials), {SweepDir(args.run_dir).report}"
-              + (f" and {', '.join(result['figures'])} in {SweepDir(args.run_dir).figures}" if result["figures"] else ""))
+        result = render_sweep(sweep.path)
+        print(f"wrote {sweep.table} ({len(result['rows'])} trials), {sweep.report}"
+              + (f" and {', '.join(result['figures'])} in {sweep.figures}" if result["figures"] else ""))
         return 0
     run = RunDir(args.run_dir)
     numbers = render_run(run.path)

@@ -21,6 +21,8 @@ PROBE_EVERY = 50
 # 128 sequences: enough for every default metric (the linear probe fits on ~1700 rows) and cheap
 # enough (~20 ms) that probing every 50 steps costs the paper model's training under 5%
 PROBE_BATCH = 128
+# the summary's mechanisms, in the order a reader meets them, and their names in lines and figures
+MECHANISM_LABELS = {"parent_attention": "parent attention", "copying": "parent copying", "induction": "induction head"}
 
 
 def probe_batch(task: InContextTask, n: int, seed: int) -> TaskBatch:
@@ -55,9 +57,8 @@ def mechanism_lines(summary: dict | None) -> list[str]:
     """Human lines naming the parent-attention head, the copying layer and the induction head."""
     if not summary:
         return []
-    labels = {"parent_attention": "parent attention", "copying": "parent copying", "induction": "induction head"}
     lines = []
-    for key, label in labels.items():
+    for key, label in MECHANISM_LABELS.items():
         for name, m in sorted(summary.items()):
             if not (name == key or name.startswith(key + "_parent")) or not m:
                 continue

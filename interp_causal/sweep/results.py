@@ -13,11 +13,11 @@ from pathlib import Path
 
 from probes.files import atomic_write
 
+from interp_causal.probing import MECHANISM_LABELS
 from interp_causal.sweep.sweep import SweepDir
 from interp_causal.training.run_dir import RunDir
 
 LOSS_COLUMNS = ("final_test_loss", "bayes_loss", "gap", "gap_pct")
-MECHANISM_LABELS = {"parent_attention": "parent attention", "copying": "parent copying", "induction": "induction head"}
 
 
 def trial_row(name: str, values: dict, run: RunDir, swept: list[str] = ()) -> dict:
