@@ -87,6 +87,38 @@ def test_structured_equals_hooked(case, init):
         assert grads["unembed.W_U"].abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("layer1", ["tables", "gathered"])
+def test_both_ways_of_reading_layer_1_equal_the_hooked_model(monkeypatch, case, layer1):
+    """Layer 1 through exp-tables and matrix products, or through its gathered patterns, whatever
+    the vocabulary size would choose."""
+    monkeypatch.setattr(structured, "TABLES_MAX_VOCAB", 10**6 if layer1 == "tables" else 0)
+    make_task, heads = CASES[case]
+    task = make_task()
+    model = paper_model(task, heads=heads, init="normal", seed=3)
+    randomise(model, seed=8)
+    batch = task.sample(80, torch.Generator().manual_seed(12))
+    grads = assert_same(model, batch.tokens, batch.target)
+    assert grads["blocks.0.attn.W_Q"].abs().max() > 1e-3
+
+
+def test_tables_whose_exp_underflows_leave_the_batch_to_the_gathered_patterns(monkeypatch):
+    """A score of +120 for one token pair: a row whose sequence lacks that token lies 120 below its
+    table row's largest score, exp underflows to 0, and the batch must still come out exact."""
+    task = two_parent_task()
+    model = paper_model(task, heads=(2, 1), init="normal", seed=3)
+    randomise(model, seed=8, scale=0.3)
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q[0, 1, 4] = 120.0  # query token 1, key token 4
+    batch = task.sample(80, torch.Generator().manual_seed(12))
+    fell_back = []
+    attempt = structured._Tables.attempt.__func__
+    monkeypatch.setattr(structured._Tables, "attempt",
+                        classmethod(lambda cls, Q, x: fell_back.append(attempt(cls, Q, x) is None) or attempt(cls, Q, x)))
+    assert_same(model, batch.tokens, batch.target)
+    assert fell_back and all(fell_back)
+
+
 def test_structured_equals_hooked_at_init_zero_after_a_step():
     """Zero init has a zero A gradient; one SGD step on W makes every gradient non-zero."""
     task = chain_task()
