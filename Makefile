@@ -5,7 +5,7 @@ VENV := .venv
 VENV_TL4 := .venv-tl4
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: demo test test-main test-tl4 bench reproduce-tests clean
+.PHONY: demo test test-main test-tl4 bench reproduce reproduce-tests clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -29,12 +29,21 @@ test-main: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
 # The whole suite again under TransformerLens 4: probes, the bridge backend, training. Tests that
-# need HookedTransformer (removed in 4) are skipped there by their `needs_hooked` marker.
+# need HookedTransformer (removed in 4) are skipped there by their `needs_hooked` marker. The
+# quick-profile science (`science` marker) runs once, in test-main.
 test-tl4: $(VENV_TL4)/.installed
-	$(VENV_TL4)/bin/python -m pytest -q
+	$(VENV_TL4)/bin/python -m pytest -q -m "not science"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
+
+# Every experiment's quick and paper profile, one at a time, then docs/results.md and the README's
+# table from their reproduction.json (about an hour on 2 cores; see README).
+EXPERIMENTS_RUN := gradient chain standard multi-parent many-trees
+reproduce: $(VENV)/.installed
+	for e in $(EXPERIMENTS_RUN); do for p in quick paper; do \
+		$(VENV)/bin/interp-causal reproduce $$e --profile $$p --quiet || exit 1; done; done
+	$(VENV)/bin/interp-causal results
 
 # The paper's experiments at full size (slow; see README).
 reproduce-tests: $(VENV)/.installed

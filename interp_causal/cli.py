@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--yes", action="store_true", help="run a grid larger than --max-trials")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    results = sub.add_parser("results", help="write docs/results.md and the README's results table from the "
+                                              "reproductions' own JSON")
+    results.add_argument("runs", nargs="?", default="runs/reproduce",
+                         help="directory of reproductions (default: runs/reproduce); tiny profiles are skipped")
+    results.add_argument("--docs", default="docs", help="where results.json and results.md live (default: docs)")
+    results.add_argument("--readme", default="README.md", help="README whose results table is rewritten (default: README.md)")
+
     report = sub.add_parser("report", help="render figures and report.md for a run or sweep directory")
     report.add_argument("run_dir", help="a run directory written by train or demo, or a sweep directory")
     return parser
@@ -77,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe, "reproduce": cmd_reproduce,
+        commands = {"demo": cmd_demo, "train": cmd_train, "probe": cmd_probe, "reproduce": cmd_reproduce, "results": cmd_results,
                     "sweep": cmd_sweep, "report": cmd_report}
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
@@ -162,12 +169,25 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_results(args) -> int:
+    from interp_causal.results import RESULTS_MD, write_results
+
+    if not Path(args.runs).is_dir() and not (Path(args.docs) / "results.json").is_file():
+        raise ValueError(f"runs: expected a directory of reproductions (interp-causal reproduce NAME --profile paper), "
+                         f"got {args.runs!r}, which does not exist")
+    results = write_results(args.runs, args.docs, args.readme)
+    print(f"{len(results)} reproductions in {Path(args.docs) / RESULTS_MD}; README table in {args.readme}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from interp_causal.experiments import reproduce
-    from interp_causal.report.tables import table
+    from interp_causal.report.tables import fmt, table
 
     out = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
     print(table(out["rows"]))
+    for c in out["checks"]:
+        print(f"check: {c['claim']}: {fmt(c['value'])} ({c['rule']}): {'passed' if c['passed'] else 'FAILED'}")
     print(f"{out['experiment']} ({out['profile']}): {out['wall_s']} s; report in "
           f"{args.out or 'runs/reproduce/' + out['experiment'] + '-' + out['profile']}/report.md")
     return 0

@@ -2,7 +2,8 @@
 
 Each experiment trains (or, for ``gradient``, only differentiates) at a profile's size, writes
 ``reproduction.json``, ``report.md`` and ``figures/*.png`` into its directory, and returns rows
-``{"metric", "ours", "paper", "gap"}`` comparing our numbers with the paper's. Profiles: ``paper``
+``{"metric", "ours", "paper", "gap"}`` comparing our numbers with the paper's, and the paper's
+claims judged by :data:`interp_causal.results.CHECKS`. Profiles: ``paper``
 (the paper's recipe: steps, batch, optimiser), ``quick`` (the shortest recipe that still shows the
 result), ``tiny`` (a smoke test of the plumbing, for the test suite; its numbers mean nothing).
 """
@@ -112,7 +113,7 @@ def multi_parent(profile: str, out: Path, progress: bool | None = None) -> dict:
 def standard(profile: str, out: Path, progress: bool | None = None) -> dict:
     """Fig. 8: a standard transformer with MLPs on the chain (S=10, T=20), AdamW lr 1e-2, wd 2e-4."""
     task = InContextTask(CausalGraph.chain(20), 10, 0.1)
-    recipe = _recipe("paper-standard", profile, dict(steps=1500, eval_every=50))
+    recipe = _recipe("paper-standard", profile, dict(steps=600, eval_every=50))
     n = _train_and_render(task, "mlp", recipe, out, progress=progress)
     prev = n["data_attention"][0]
     return {"numbers": n, "rows": [
@@ -414,10 +415,15 @@ def reproduce(name: str, profile: str = "quick", out: str | Path | None = None, 
     started = time.perf_counter()
     kwargs = {"graph": graph} if graph is not None else {}
     result = EXPERIMENTS[name](profile, out, progress=progress, **kwargs)
+    from interp_causal import results
+
     reproduction = {"experiment": label, "profile": profile, "wall_s": round(time.perf_counter() - started, 1),
-                    "threads": torch.get_num_threads(), "rows": result["rows"], "numbers": result["numbers"]}
+                    "threads": torch.get_num_threads(), "date": results.now(), "machine": results.machine(),
+                    "rows": result["rows"], "numbers": result["numbers"]}
+    reproduction = json.loads(json.dumps(reproduction, default=float))
+    reproduction["checks"] = results.check(name, reproduction)
     run = RunDir(out)
-    run.write_reproduction(json.loads(json.dumps(reproduction, default=float)))
+    run.write_reproduction(reproduction)
     if "title" in result["numbers"]:  # a training run drawn by render_run: its report, opened by the table
         from interp_causal.report.run_report import write_report
 

@@ -24,10 +24,22 @@ def table(rows: list[dict], markdown: bool = False) -> str:
     return "\n".join([line(HEAD), "-" * (sum(widths) + 8)] + [line(b) for b in body])
 
 
+def passed(check: dict) -> str:
+    return "-" if check["passed"] is None else "yes" if check["passed"] else "NO"
+
+
+def checks_md(checks: list[dict]) -> str:
+    """The paper's claims judged (``interp_causal.results.check``) as a Markdown table, or ``""``."""
+    if not checks:
+        return ""
+    lines = ["| claim | check | ours | passed |", "|---|---|---|---|"]
+    return "\n".join(lines + [f"| {c['claim']} | {c['rule']} | {fmt(c['value'])} | {passed(c)} |" for c in checks]) + "\n\n"
+
+
 def comparison_md(summary: dict) -> str:
-    """Heading and table that open a reproduction's ``report.md``, from its ``reproduction.json`` contents."""
+    """Heading and tables that open a reproduction's ``report.md``, from its ``reproduction.json`` contents."""
     return (f"# {summary['experiment']} ({summary['profile']} profile, {summary['wall_s']} s)\n\n"
-            f"{table(summary['rows'], markdown=True)}\n\n")
+            f"{checks_md(summary.get('checks') or [])}{table(summary['rows'], markdown=True)}\n\n")
 
 
 def saved_comparison(run_dir: str | Path) -> str:
