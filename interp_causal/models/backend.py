@@ -16,15 +16,31 @@ import torch
 from interp_causal.names import BACKENDS
 
 
-def default_backend() -> str:
-    """``hooked`` where TransformerLens still has ``HookedTransformer``, else ``bridge``."""
-    try:
+_CLASSES: dict = {}
+
+
+def lens_classes() -> dict[str, type | None]:
+    """``{"hooked": HookedTransformer, "bridge": TransformerBridge}`` as this TransformerLens has
+    them (None where it has not: 4 removed the first, before 3.x had no second), imported once,
+    without 3.9's deprecation warning."""
+    if not _CLASSES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from transformer_lens import HookedTransformer  # noqa: F401
-    except ImportError:
-        return "bridge"
-    return "hooked"
+            try:
+                from transformer_lens import HookedTransformer
+            except ImportError:
+                HookedTransformer = None
+            try:
+                from transformer_lens.model_bridge import TransformerBridge
+            except ImportError:
+                TransformerBridge = None
+        _CLASSES.update(hooked=HookedTransformer, bridge=TransformerBridge)
+    return _CLASSES
+
+
+def default_backend() -> str:
+    """``hooked`` where TransformerLens still has ``HookedTransformer``, else ``bridge``."""
+    return "hooked" if lens_classes()["hooked"] is not None else "bridge"
 
 
 def instantiate(

@@ -30,13 +30,10 @@ takes this path exactly when :func:`supports` holds, ``structured`` insists on i
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from interp_causal.models.backend import lens_classes
 from interp_causal.models.paper import is_paper_model, paper_layout
-
-_CLASSES: list = []  # (HookedTransformer, TransformerBridge), those this TransformerLens has, imported once
 
 
 def unsupported_reason(model, hooks_allowed: bool = False) -> str | None:
@@ -78,24 +75,7 @@ def has_hooks(model) -> bool:
 
 
 def _is_transformer_lens_model(model) -> bool:
-    if not _CLASSES:
-        classes = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                from transformer_lens import HookedTransformer
-
-                classes.append(HookedTransformer)
-            except ImportError:  # TransformerLens 4 removed it
-                pass
-            try:
-                from transformer_lens.model_bridge import TransformerBridge
-
-                classes.append(TransformerBridge)
-            except ImportError:  # TransformerLens before the bridge
-                pass
-        _CLASSES.append(tuple(classes))
-    return isinstance(model, _CLASSES[0])
+    return isinstance(model, tuple(c for c in lens_classes().values() if c is not None))
 
 
 def last_logits(model, tokens: torch.Tensor, patterns: dict | None = None) -> torch.Tensor:

@@ -58,14 +58,18 @@ def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto", pat
     ``"hooked"``: ``model(tokens)``, any TransformerLens model, hooks and all. ``"structured"``: the
     paper model's structured path (:mod:`interp_causal.models.structured`), the same function from
     the same parameters at the last position only, 4x faster. ``"auto"``: structured exactly when
-    ``structured.supports(model)`` (a hook-free paper ``HookedTransformer`` or ``TransformerBridge``), else hooked.
+    ``structured.supports(model)`` (a hook-free paper ``HookedTransformer`` or ``TransformerBridge``);
+    else a hook-free standard ``HookedTransformer``'s last block at the last position only
+    (:mod:`interp_causal.models.last_position`) when ``last_position.supports(model)``; else hooked.
     """
-    from interp_causal.models import structured
+    from interp_causal.models import last_position, structured
 
     if patterns is not None:
         return structured.last_logits(model, tokens, patterns(tokens))
     if forward == "structured" or (forward == "auto" and structured.supports(model)):
         return structured.last_logits(model, tokens)
+    if forward == "auto" and last_position.supports(model):
+        return last_position.last_logits(model, tokens)
     return model(tokens, return_type="logits")[:, -1]
 
 
