@@ -321,3 +321,19 @@ def test_mismatched_model_is_refused():
         check_model_matches_task(std, InContextTask(CausalGraph.icl(10), vocab_size=4))
     with pytest.raises(ValueError, match="d_vocab"):
         check_model_matches_task(std, InContextTask(CausalGraph.chain(8), vocab_size=3))
+
+
+def test_paper_weights_of_rebuild_the_same_model_on_the_default_backend():
+    """Read back in HookedTransformer names from whichever backend built the model, the weights
+    rebuild a model with the same logits (the tutorial's bridge copy relies on it)."""
+    from interp_causal.models import paper_config, paper_weights_of
+    from interp_causal.models.backend import instantiate
+
+    task = InContextTask(CausalGraph.two_parent(8), vocab_size=4)
+    model = paper_model(task, heads=(2, 1), init="normal", init_scale=0.5, seed=2)
+    with torch.no_grad():
+        model.unembed.W_U.copy_(torch.randn(model.unembed.W_U.shape, generator=torch.Generator().manual_seed(1)))
+    twin = instantiate(paper_config(task, (2, 1)), paper_weights_of(model))
+    tokens = task.sample(16, torch.Generator().manual_seed(3)).tokens
+    assert torch.allclose(twin(tokens), model(tokens), atol=1e-6)
+    assert not torch.allclose(paper_model(task, heads=(2, 1))(tokens), model(tokens), atol=1e-3)

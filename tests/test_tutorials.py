@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HAS_HOOKED
-
 TUTORIALS = sorted((Path(__file__).resolve().parent.parent / "tutorials").glob("*.ipynb"))
-# these train the hooked paper model on its fast path; TransformerLens 4 has no HookedTransformer
-NEED_HOOKED = ("01_", "02_", "03_", "04_")
 
 
 def test_there_are_six_tutorials():
@@ -28,8 +24,6 @@ def test_tutorial_is_stored_without_outputs(path):
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)
 def test_tutorial_runs_top_to_bottom(path, tmp_path):
-    if path.name.startswith(NEED_HOOKED) and not HAS_HOOKED:
-        pytest.skip("needs HookedTransformer (TransformerLens 3)")
     import nbformat
     from nbclient import NotebookClient
 

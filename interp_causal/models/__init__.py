@@ -7,6 +7,7 @@ from interp_causal.models.paper import (
     paper_config,
     paper_layout,
     paper_model,
+    paper_weights_of,
     readout,
 )
 from interp_causal.models.presets import (
@@ -31,6 +32,7 @@ __all__ = [
     "paper_config",
     "paper_layout",
     "paper_model",
+    "paper_weights_of",
     "readout",
     "standard_config",
     "standard_model",

@@ -286,3 +286,16 @@ def attention_matrices(model, layer: int) -> torch.Tensor:
 def readout(model) -> torch.Tensor:
     """The readout ``W`` ``[d_model, S]`` of a paper model."""
     return model.W_U.detach().clone()
+
+
+def paper_weights_of(model) -> dict[str, torch.Tensor]:
+    """A paper model's weights in ``HookedTransformer`` names, read from either backend (the
+    bridge exposes the same names as views): what ``backend.instantiate`` takes to rebuild it."""
+    names, _ = paper_weights(_layout_of(model))
+    out = {}
+    for name in names:
+        obj = model
+        for part in name.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        out[name] = obj.detach().clone()
+    return out
