@@ -139,6 +139,67 @@ def bench_standard_multilayer_step(task: InContextTask, repeats: int) -> dict:
                1000 * plain, "time")
 
 
+def bench_layer1_tables(name: str, task: InContextTask, heads: tuple[int, ...], recipe: str, repeats: int) -> dict:
+    """The paper model's training step with layer 1 read through exp-tables and matrix products
+    (small vocabularies, ``structured.TABLES_MAX_VOCAB``), against the gathered ``[B, n, n]``
+    patterns (the path before), alternated."""
+    from interp_causal.models import structured
+
+    model = paper_model(task, heads=heads, init=get_recipe(recipe).init)
+    trainer = Trainer(model, task, get_recipe(recipe).with_overrides(test_size=8), progress=False)
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    saved, times = structured.TABLES_MAX_VOCAB, {True: [], False: []}
+    try:
+        for i in range(repeats):
+            for tables in ((True, False) if i % 2 == 0 else (False, True)):
+                structured.TABLES_MAX_VOCAB = 10**6 if tables else 0
+                times[tables].append(median_time(lambda: trainer.train_step(batch), 5, warmup=2))
+    finally:
+        structured.TABLES_MAX_VOCAB = saved
+    return row(name, 1000 * statistics.median(times[True]), "ms", "layer 1 as gathered [B, n, n] patterns",
+               1000 * statistics.median(times[False]), "time")
+
+
+def bench_last_position_step(task: InContextTask, repeats: int) -> dict:
+    """Fig. 8's standard transformer (2 layers, an MLP, batch 1024) stepped as the trainer steps it
+    (``auto``: its last block at the last position only), against its own forward (``hooked``),
+    alternated."""
+    trainers = {f: Trainer(standard_model(task, mlp=True), task, get_recipe("paper-standard").with_overrides(test_size=8),
+                           progress=False, forward=f) for f in ("auto", "hooked")}
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    times = {f: [] for f in trainers}
+    for i in range(repeats):
+        for f in (("auto", "hooked") if i % 2 == 0 else ("hooked", "auto")):
+            times[f].append(median_time(lambda: trainers[f].train_step(batch), 3, warmup=1))
+    return row("standard_mlp_step_ms_last_position", 1000 * statistics.median(times["auto"]), "ms",
+               "the same step through the model's own forward", 1000 * statistics.median(times["hooked"]), "time")
+
+
+def bench_all_in_step(name: str, task: InContextTask, heads: tuple[int, ...], recipe: str, steps: int,
+                      repeats: int) -> dict:
+    """Wall time per step of ``steps`` steps of a paper recipe as ``reproduce`` trains it: the
+    recipe's sampling (and pool), evaluations, checkpoints and the default probes, against the
+    bare training step on a fixed batch (what ``paper_step_ms_*`` measures)."""
+    from interp_causal.probing import default_callback
+    from interp_causal.training import make_config, train_run
+
+    base = get_recipe(recipe)
+    config = make_config(task, "paper", base.with_overrides(steps=steps), 0, {"heads": list(heads)})
+    model = paper_model(task, heads=heads, init=base.init)
+    trainer = Trainer(model, task, base.with_overrides(test_size=8), progress=False)
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    step = median_time(lambda: trainer.train_step(batch), 20, warmup=3)
+
+    def run() -> float:
+        """Seconds per step of the training loop (the summary's ``seconds``: steps, sampling,
+        evaluations, checkpoints, probes), without building the model and the test set."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return train_run(config, Path(tmp) / "run", callbacks=default_callback, progress=False)["seconds"] / steps
+
+    all_in = statistics.median(run() for _ in range(repeats))
+    return row(name, 1000 * all_in, "ms", "the bare training step on a fixed batch", 1000 * step, "overhead")
+
+
 # ---- probing ----------------------------------------------------------------------------------
 def bench_probe_overhead(pairs: int, steps: int) -> dict:
     """Wall time of training (paper model, chain, batch 1024, evaluations and checkpoints included)
@@ -352,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     chain = InContextTask(CausalGraph.chain(20), 10, 0.1)
     two_parent = InContextTask(CausalGraph.two_parent(32), 5, 0.1)
     tree = InContextTask(CausalGraph.random_tree(20, torch.Generator().manual_seed(0)), 10, 0.1)
+    # Fig. 9's task: S = 3, a random tree (v2)
+    trees_s3 = InContextTask(CausalGraph.random_tree(20, torch.Generator().manual_seed(0), version=2), 3, 0.1)
     jobs: list[tuple[str, Callable[[], dict]]] = [
         ("sampler_chain_seq_per_s", lambda: bench_sampler("sampler_chain_seq_per_s", chain, 2**14, r)),
         ("sampler_two_parent_seq_per_s", lambda: bench_sampler("sampler_two_parent_seq_per_s", two_parent, 2**14, r)),
@@ -359,8 +422,18 @@ def main(argv: list[str] | None = None) -> int:
         ("paper_step_ms_h11", lambda: bench_paper_step("paper_step_ms_h11", chain, (1, 1), "paper-sgd", 2 * r)),
         ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
         ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
+        ("layer1_tables_step_ms_trees_s3", lambda: bench_layer1_tables("layer1_tables_step_ms_trees_s3", trees_s3, (1, 1),
+                                                                       "paper-trees", r)),
+        ("layer1_tables_step_ms_h21", lambda: bench_layer1_tables("layer1_tables_step_ms_h21", two_parent, (2, 1),
+                                                                  "paper-adamw", r)),
+        ("all_in_step_ms_chain_paper", lambda: bench_all_in_step("all_in_step_ms_chain_paper", chain, (1, 1),
+                                                                 "paper-sgd", 1024 if args.quick else 2048, 1 if args.quick else 3)),
+        ("all_in_step_ms_multi_parent_paper", lambda: bench_all_in_step("all_in_step_ms_multi_parent_paper", two_parent,
+                                                                        (2, 1), "paper-adamw", 512 if args.quick else 1024,
+                                                                        1 if args.quick else 3)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
         ("standard_3x4_d64_step_ms", lambda: bench_standard_multilayer_step(chain, r)),
+        ("standard_mlp_step_ms_last_position", lambda: bench_last_position_step(chain, r)),
         ("probe_overhead", lambda: bench_probe_overhead(1 if args.quick else 7, 100 if args.quick else 300)),
         ("suite_vs_detect_head_ms", lambda: bench_suite_vs_detect_head(256, r)),
         ("gpt2_small", lambda: bench_gpt2_small(1 if args.quick else 3)),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp_causal.names import EXPERIMENTS
-from interp_causal.report.tables import fmt, passed
+from interp_causal.report.tables import cell, fmt, passed
 
 README_BEGIN = "<!-- results table: written by `interp-causal results`; do not edit by hand -->"
 README_END = "<!-- end of results table -->"
@@ -192,10 +192,22 @@ def render_readme_table(results: dict) -> str:
     for name in experiments:
         quick, paper = results.get(f"{name} quick"), results.get(f"{name} paper")
         shown = paper or quick
-        checks = "; ".join(f"{c['claim']}: {fmt(c['value'])} ({c['rule']}: {passed(c)})" for c in shown.get("checks") or [])
+        checks = "; ".join(cell(f"{c['claim']}: {fmt(c['value'])} (check: {c['rule']}; {passed(c)})")
+                           for c in shown.get("checks") or [])
         verdict = f"{'paper' if paper else 'quick'}: {_verdict(shown.get('checks'))}"
         lines.append(f"| `reproduce {name}` | {_minutes(quick and quick.get('wall_s'))} | "
                      f"{_minutes(paper and paper.get('wall_s'))} | {verdict}{'. ' + checks if checks else ''} |")
+    totals = {p: [e.get("wall_s") for k, e in results.items() if k.endswith(" " + p)] for p in ("quick", "paper")}
+    if results:
+        lines.append("| all of the above | " + " | ".join(
+            _minutes(sum(t)) if t and None not in t else "-" for t in totals.values()) + " | |")
+    machines = sorted({(e.get("machine") or {}).get("cores") or 0 for e in results.values()})
+    dates = sorted(e["date"] for e in results.values() if e.get("date"))
+    if results:
+        lines += ["", f"Wall times inside `interp-causal reproduce` (imports excluded), one run at a time, on "
+                      f"{' and '.join(str(c) for c in machines)} cores"
+                      + (f", {dates[0][:10]}" + (f" to {dates[-1][:10]}" if dates[-1][:10] != dates[0][:10] else "")
+                         if dates else "") + "; machines and versions in docs/results.md."]
     return "\n".join(lines + ["", README_END])
 
 

@@ -108,8 +108,8 @@ def _rows(summary):
 
 
 @pytest.mark.slow
-def test_chain_quick_recovers_the_graph_and_reaches_bayes(tmp_path):
-    s = reproduce("chain", "quick", tmp_path / "chain", progress=False)
+def test_chain_recovers_the_graph_and_reaches_bayes(tmp_path):
+    s = reproduce("chain", "paper", tmp_path / "chain", progress=False)
     rows = _rows(s)
     assert rows["row-argmax of softmax(A(1)) on the parent"]["ours"] == 1.0
     assert rows["gap to Bayes (%)"]["ours"] < 3.0
@@ -117,7 +117,7 @@ def test_chain_quick_recovers_the_graph_and_reaches_bayes(tmp_path):
 
 @pytest.mark.slow
 def test_gradient_points_at_the_parent_for_every_graph(tmp_path):
-    s = reproduce("gradient", "quick", tmp_path / "gradient", progress=False)
+    s = reproduce("gradient", "paper", tmp_path / "gradient", progress=False)
     for graph in ("chain", "icl", "random"):
         assert s["numbers"][graph]["argmax_on_parent"] == 1.0, graph
 

@@ -18,10 +18,15 @@ def table(rows: list[dict], markdown: bool = False) -> str:
     body = [(r["metric"], fmt(r["ours"]), fmt(r["paper"]), fmt(r["gap"]), r.get("note", "")) for r in rows]
     if markdown:
         lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+        return "\n".join(lines + ["| " + " | ".join(cell(x) for x in b) + " |" for b in body])
     widths = [max(len(x[k]) for x in [HEAD, *body]) for k in range(len(HEAD))]
     line = lambda x: "  ".join(c.ljust(w) if k in (0, 4) else c.rjust(w) for k, (c, w) in enumerate(zip(x, widths)))  # noqa: E731
     return "\n".join([line(HEAD), "-" * (sum(widths) + 8)] + [line(b) for b in body])
+
+
+def cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (its ``|`` escaped)."""
+    return str(text).replace("|", "\\|")
 
 
 def passed(check: dict) -> str:
@@ -33,7 +38,8 @@ def checks_md(checks: list[dict]) -> str:
     if not checks:
         return ""
     lines = ["| claim | check | ours | passed |", "|---|---|---|---|"]
-    return "\n".join(lines + [f"| {c['claim']} | {c['rule']} | {fmt(c['value'])} | {passed(c)} |" for c in checks]) + "\n\n"
+    return "\n".join(lines + [f"| {cell(c['claim'])} | {cell(c['rule'])} | {fmt(c['value'])} | {passed(c)} |"
+                               for c in checks]) + "\n\n"
 
 
 def comparison_md(summary: dict) -> str:
