@@ -187,7 +187,8 @@ def cmd_reproduce(args) -> int:
     out = reproduce(args.experiment, args.profile, args.out, args.graph, progress=False if args.quiet else None)
     print(table(out["rows"]))
     for c in out["checks"]:
-        print(f"check: {c['claim']}: {fmt(c['value'])} ({c['rule']}): {'passed' if c['passed'] else 'FAILED'}")
+        verdict = "not measured" if c["passed"] is None else "passed" if c["passed"] else "FAILED"
+        print(f"check: {c['claim']}: {fmt(c['value'])} ({c['rule']}): {verdict}")
     print(f"{out['experiment']} ({out['profile']}): {out['wall_s']} s; report in "
           f"{args.out or 'runs/reproduce/' + out['experiment'] + '-' + out['profile']}/report.md")
     return 0
