@@ -79,14 +79,24 @@ def instantiate(
     return model
 
 
-def parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter | None:
-    """A parameter by its state-dict name (the bridge's ``named_parameters`` use other names), or
-    None when that name is a buffer or nothing."""
+def attribute(model: torch.nn.Module, name: str):
+    """What a dotted name (``blocks.0.attn.W_Q``) reaches by attributes and indices: a parameter,
+    or on the bridge a ``HookedTransformer``-named view. Raises ``AttributeError`` when nothing."""
     obj = model
     try:
         for part in name.split("."):
             obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    except (AttributeError, IndexError, TypeError):
+    except (IndexError, TypeError) as exc:
+        raise AttributeError(f"{type(model).__name__} has nothing at {name!r}") from exc
+    return obj
+
+
+def parameter(model: torch.nn.Module, name: str) -> torch.nn.Parameter | None:
+    """A parameter by its state-dict name (the bridge's ``named_parameters`` use other names), or
+    None when that name is a buffer or nothing."""
+    try:
+        obj = attribute(model, name)
+    except AttributeError:
         return None
     return obj if isinstance(obj, torch.nn.Parameter) else None
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp_causal.models.backend import instantiate
+from interp_causal.models.backend import attribute, instantiate
 from interp_causal.tasks import InContextTask
 
 INITS = ("zero", "normal")
@@ -292,10 +292,4 @@ def paper_weights_of(model) -> dict[str, torch.Tensor]:
     """A paper model's weights in ``HookedTransformer`` names, read from either backend (the
     bridge exposes the same names as views): what ``backend.instantiate`` takes to rebuild it."""
     names, _ = paper_weights(_layout_of(model))
-    out = {}
-    for name in names:
-        obj = model
-        for part in name.split("."):
-            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-        out[name] = obj.detach().clone()
-    return out
+    return {name: attribute(model, name).detach().clone() for name in names}
