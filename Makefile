@@ -26,13 +26,13 @@ demo: $(VENV)/.installed
 test: test-main test-tl4
 
 test-main: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 # The whole suite again under TransformerLens 4: probes, the bridge backend, training. Tests that
 # need HookedTransformer (removed in 4) are skipped there by their `needs_hooked` marker. The
-# quick-profile science (`science` marker) runs once, in test-main.
+# quick-profile science (`science` marker) and Ray's cluster and fault tests (`once`) run once, in test-main.
 test-tl4: $(VENV_TL4)/.installed
-	$(VENV_TL4)/bin/python -m pytest -q -m "not science"
+	$(VENV_TL4)/bin/python -m pytest -q --durations=15 -m "not science and not once"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py

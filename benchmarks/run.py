@@ -160,6 +160,36 @@ def bench_layer1_tables(name: str, task: InContextTask, heads: tuple[int, ...], 
                1000 * statistics.median(times[False]), "time")
 
 
+def bench_stacked_trees(K: int, steps: int, repeats: int) -> dict:
+    """Fig. 9's many-trees training: K graphs (S = 3, SGD lr 1, batch 1024), all in (sampling, step,
+    evaluations) for ``steps`` steps, stacked (``training.fit_stacked``) against K trainers one after
+    another in this process, alternated; ms per model-step."""
+    from interp_causal.training import fit_stacked
+
+    recipe = get_recipe("paper-trees").with_overrides(steps=steps, eval_every=max(1, steps // 2), test_size=2**13)
+
+    def trainers() -> list[Trainer]:
+        out = []
+        for g in range(K):
+            task = InContextTask(CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2), 3, 0.1)
+            out.append(Trainer(paper_model(task, init="zero", seed=g), task, recipe, seed=g, progress=False))
+        return out
+
+    times = {"stacked": [], "one by one": []}
+    for i in range(repeats):
+        for way in (("stacked", "one by one") if i % 2 == 0 else ("one by one", "stacked")):
+            group = trainers()
+            start = time.perf_counter()
+            if way == "stacked":
+                fit_stacked(group, progress=False)
+            else:
+                for trainer in group:
+                    trainer.fit()
+            times[way].append((time.perf_counter() - start) / (K * steps))
+    return row(f"stacked_trees_step_ms_k{K}", 1000 * statistics.median(times["stacked"]), "ms per model-step",
+               f"{K} trainers one after another", 1000 * statistics.median(times["one by one"]), "time")
+
+
 def bench_last_position_step(task: InContextTask, repeats: int) -> dict:
     """Fig. 8's standard transformer (2 layers, an MLP, batch 1024) stepped as the trainer steps it
     (``auto``: its last block at the last position only), against its own forward (``hooked``),
@@ -431,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         ("all_in_step_ms_multi_parent_paper", lambda: bench_all_in_step("all_in_step_ms_multi_parent_paper", two_parent,
                                                                         (2, 1), "paper-adamw", 512 if args.quick else 1024,
                                                                         1 if args.quick else 3)),
+        ("stacked_trees_step_ms_k20", lambda: bench_stacked_trees(20, 50 if args.quick else 200, 1 if args.quick else 3)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
         ("standard_3x4_d64_step_ms", lambda: bench_standard_multilayer_step(chain, r)),
         ("standard_mlp_step_ms_last_position", lambda: bench_last_position_step(chain, r)),

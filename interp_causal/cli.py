@@ -11,6 +11,7 @@ from pathlib import Path
 
 from interp_causal import names
 from interp_causal.sweep.grid import MAX_TRIALS
+from interp_causal.names import ENGINES
 from interp_causal.train_options import add_task_options, add_training_options, positive_int, train_config
 
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sweep directory; the same command again finishes what is missing (default: runs/sweep-KEYS)")
     sweep.add_argument("--address", default=None,
                        help="Ray cluster to run on (default: $RAY_ADDRESS, else an embedded cluster on this machine)")
+    sweep.add_argument("--engine", choices=ENGINES, default="ray",
+                       help="ray: trials in parallel on Ray (default); stacked: on this machine, the trials that "
+                            "share a layout trained as one computation (two-layer paper models), the rest one by one; "
+                            "local: here, one after another")
     sweep.add_argument("--cpus-per-trial", type=positive_int, default=None,
                        help="CPUs (and torch threads) per trial (default: the machine's CPUs over the trials, at least 1)")
     sweep.add_argument("--max-trials", type=positive_int, default=MAX_TRIALS,
@@ -209,7 +214,7 @@ def cmd_sweep(args) -> int:
 
     try:
         result = run_sweep(grid, out, args.address, args.cpus_per_trial, args.max_trials, args.yes,
-                           progress=False if args.quiet else None, echo=tqdm.write)
+                           progress=False if args.quiet else None, echo=tqdm.write, engine=args.engine)
     except MissingExtra as exc:
         print(f"interp-causal sweep: error: {exc}", file=sys.stderr)
         return 2

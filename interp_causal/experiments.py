@@ -127,12 +127,10 @@ def standard(profile: str, out: Path, progress: bool | None = None) -> dict:
 @experiment("many-trees")
 def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     """Fig. 9: 20 random trees (v2), S=3, T=20, the disentangled transformer, SGD lr 1, constant.
-    The graphs train as a sweep's trials (:func:`interp_causal.sweep.run_trials`): in parallel on
-    Ray where the sweep extra is installed, one after another here otherwise."""
-    import sys
-
+    The graphs train as a sweep's trials (:func:`interp_causal.sweep.run_trials`), stacked: one
+    computation steps all of them (:mod:`interp_causal.training.stacked`)."""
     from interp_causal.report import analysis, figures
-    from interp_causal.sweep.trials import MissingExtra, Trial, require_ray, run_trials
+    from interp_causal.sweep.trials import Trial, run_trials
     from interp_causal.training import load_run
 
     n_graphs = {"paper": 20, "quick": 6, "tiny": 2}[profile]
@@ -143,14 +141,7 @@ def many_trees(profile: str, out: Path, progress: bool | None = None) -> dict:
     graphs = [CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2) for g in range(n_graphs)]
     trials = [Trial(f"graph-{g:02d}", make_config(InContextTask(graph, 3, 0.1), "paper", recipe, g), out / f"graph-{g:02d}")
               for g, graph in enumerate(graphs)]
-    try:
-        require_ray()
-        engine = "ray"
-    except MissingExtra:
-        engine = "local"
-        print("many-trees: Ray is not installed (pip install 'interp-causal[sweep]'): training the graphs one "
-              "after another", file=sys.stderr)
-    results = run_trials(trials, probes=False, progress=progress, engine=engine)
+    results = run_trials(trials, probes=False, progress=progress, engine="stacked")
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     if failed:
         raise RuntimeError(f"many-trees: graphs failed to train: {failed}")

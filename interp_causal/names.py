@@ -18,3 +18,4 @@ PROFILES = ("quick", "paper", "tiny")
 CHAIN_EXPERIMENT_GRAPHS = ("chain", "icl", "random")  # the graphs of Figs. 2 and 6
 FORWARDS = ("auto", "structured", "hooked")  # how the trainer computes a batch's logits
 BACKENDS = ("hooked", "bridge")  # HookedTransformer (TransformerLens 3) or TransformerBridge
+ENGINES = ("ray", "local", "stacked")  # how a sweep trains its trials (sweep.trials.run_trials)

@@ -96,6 +96,31 @@ def last_logits(model, tokens: torch.Tensor, patterns: dict | None = None) -> to
     return _dense(model, layout, tokens)
 
 
+def stacked_last_logits(models: list, tokens: torch.Tensor) -> torch.Tensor:
+    """``[model(tokens[k])[:, -1] for k, model in enumerate(models)]`` as one computation, ``[K, batch, S]``
+    from ``tokens`` ``[K, batch, n]``: ``K`` two-layer paper models of one layout (same ``S``, ``T``,
+    heads; each passing :func:`supports`) whose weights are stacked, so one forward and backward
+    serve all of them, and each model's gradients land in its own parameters."""
+    if not models:
+        raise ValueError("models: expected at least one paper model, got none")
+    for k, model in enumerate(models):
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"models[{k}]: the stacked path cannot run it: {reason}")
+    layouts = [paper_layout(model) for model in models]
+    if any(layout != layouts[0] for layout in layouts) or len(layouts[0].heads) != 2:
+        raise ValueError(f"models: expected two-layer paper models of one layout, got layouts "
+                         f"{sorted({str(layout) for layout in layouts})}")
+    if tokens.dim() != 3 or tokens.shape[0] != len(models):
+        raise ValueError(f"tokens: expected [K={len(models)}, batch, n], got shape {list(tokens.shape)}")
+    layout = layouts[0]
+    (m0, m1), d0, w1 = layout.heads, layout.d0, layout.widths[1]
+    weights = (torch.stack([m.blocks[0].attn.W_Q[:m0, :d0, :d0] for m in models]),
+               torch.stack([m.blocks[1].attn.W_Q[:m1, :w1, :w1] for m in models]),
+               torch.stack([m.unembed.W_U for m in models]), torch.stack([m.unembed.b_U for m in models]))
+    return _two_layers_of(weights, layout, tokens.to(weights[0].device), {})
+
+
 def _two_layers(model, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
     """The paper's two-layer model without ever forming the residual stream at every position.
 
@@ -105,48 +130,57 @@ def _two_layers(model, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
     where ``c^h_k = v_hist^h[s_k] + v_a^h[k]``; its output ``p H`` is
     ``[scatter(p); p; scatter(p a^h); p a^h ...]`` (``scatter`` sums weights per token).
     """
+    m0, m1 = layout.heads
+    weights = (model.blocks[0].attn.W_Q[:m0, : layout.d0, : layout.d0],
+               model.blocks[1].attn.W_Q[:m1, : layout.widths[1], : layout.widths[1]],
+               model.unembed.W_U, model.unembed.b_U)
+    return _two_layers_of(weights, layout, x, patterns)
+
+
+def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
+    """:func:`_two_layers` from the weights ``(A1, A2, W_U, b_U)``; with a leading model dimension
+    on each of them and on ``x`` (``[K, B, n]``), ``K`` models' logits ``[K, B, S]`` as one computation."""
+    A0, A1, W_U, b_U = weights
     S, T, d0 = layout.vocab_size, layout.seq_len, layout.d0
     m0, m1 = layout.heads
     w1 = layout.widths[1]
-    B, n = x.shape
-    W_Q0, W_Q1 = model.blocks[0].attn.W_Q, model.blocks[1].attn.W_Q
+    *K, B, n = x.shape
 
     # ---- layer 1: scores[h, b, i, j] = h_i^T A_h h_j = Q_h[(s_i, i), (s_j, j)], one lookup in the
     # table Q_h[x, i, y, j] = A[x, y] + A[x, S + j] + A[S + i, y] + A[S + i, S + j] (+ causal mask)
-    A0 = W_Q0[:m0, :d0, :d0]  # [m0, d0, d0]
-    A_tt, A_tp, A_pt = A0[:, :S, :S], A0[:, :S, S : S + n], A0[:, S : S + n, :S]
-    A_pp = A0[:, S : S + n, S : S + n] + _causal_mask(n, x.device)
-    Q = A_tt[:, :, None, :, None] + A_tp[:, :, None, None, :] + A_pt[:, None, :, :, None] + A_pp[:, None, :, None, :]
+    A_tt, A_tp, A_pt = A0[..., :S, :S], A0[..., :S, S : S + n], A0[..., S : S + n, :S]
+    A_pp = A0[..., S : S + n, S : S + n] + _causal_mask(n, x.device)
+    Q = (A_tt[..., :, None, :, None] + A_tp[..., :, None, None, :] + A_pt[..., None, :, :, None]
+         + A_pp[..., None, :, None, :])  # [*K, m0, S, n, S, n]
     layer1 = _Tables.attempt(Q, x) if not patterns and S <= TABLES_MAX_VOCAB else None
     if layer1 is None:
         layer1 = _Gathered(Q, x, patterns)
     a_query = layer1.query_rows()
 
-    # ---- the residual stream at the query, h_q = [onehot(s_q); e_q; hist^h_q; a^h_q ...]  [B, w1]
+    # ---- the residual stream at the query, h_q = [onehot(s_q); e_q; hist^h_q; a^h_q ...]  [*K, B, w1]
     pad = (0, T - n)
-    parts = [_position(x[:, -1], S, B, x.device), _position(n - 1, T, B, x.device)]
-    for aq in a_query:  # [B, n]
+    parts = [_position(x[..., -1], S, x.device), _position(torch.full_like(x[..., -1], n - 1), T, x.device)]
+    for aq in a_query:  # [*K, B, n]
         parts += [_scatter(aq, x, S), _pad(aq, pad)]
     hq = torch.cat(parts, dim=-1)
 
-    # ---- layer 2 at the query: v = h_q A_g  [B, m1, w1]
-    A1 = W_Q1[:m1, :w1, :w1]
-    v = (hq @ A1.transpose(0, 1).reshape(w1, m1 * w1)).view(B, m1, w1)
+    # ---- layer 2 at the query: v = h_q A_g  [*K, B, m1, w1]
+    v = (hq @ A1.transpose(-3, -2).reshape(*K, w1, m1 * w1)).view(*K, B, m1, w1)
     outs = [hq]
     for g in range(m1):
-        vg = v[:, g]
-        score = vg[:, :S].gather(1, x) + vg[:, S : S + n]  # [B, n]
+        vg = v[..., g, :]
+        score = vg[..., :S].gather(-1, x) + vg[..., S : S + n]  # [*K, B, n]
         for h in range(m0):
             off = d0 * (1 + h)
-            c = vg[:, off : off + S].gather(1, x) + vg[:, off + S : off + S + n]  # [B, n]
+            c = vg[..., off : off + S].gather(-1, x) + vg[..., off + S : off + S + n]  # [*K, B, n]
             score = score + layer1.times(h, c)
-        p = score.softmax(-1) if (1, g) not in patterns else patterns[1, g][:, -1].to(score)  # [B, n]: the query's attention
+        p = score.softmax(-1) if (1, g) not in patterns else patterns[1, g][:, -1].to(score)  # the query's attention
         outs += [_scatter(p, x, S), _pad(p, pad)]
         for h in range(m0):
-            r = layer1.weighted_rows(h, p)  # [B, n]: p a^h
+            r = layer1.weighted_rows(h, p)  # [*K, B, n]: p a^h
             outs += [_scatter(r, x, S), _pad(r, pad)]
-    final = torch.cat(outs, dim=-1)  # [B, w1 (1 + m1)] = [B, d_model]
-    return torch.addmm(model.unembed.b_U, final, model.unembed.W_U)
+    final = torch.cat(outs, dim=-1)  # [*K, B, w1 (1 + m1)] = [*K, B, d_model]
+    return torch.addmm(b_U, final, W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
 
 
 # Layer 1 by tables (:class:`_Tables`) up to this vocabulary size, by gathered patterns above it:
@@ -157,30 +191,33 @@ TABLES_MAX_VOCAB = 5
 
 
 class _Gathered:
-    """Layer 1's patterns ``a^h`` ``[B, n, n]``, every score looked up in ``Q`` ``[m0, S, n, S, n]``."""
+    """Layer 1's patterns ``a^h`` ``[*K, B, n, n]``, every score looked up in ``Q`` ``[*K, m0, S, n, S, n]``."""
 
     def __init__(self, Q: torch.Tensor, x: torch.Tensor, patterns: dict) -> None:
-        m0, S = Q.shape[0], Q.shape[1]
-        B, n = x.shape
-        Q = Q.reshape(m0, -1)
-        pairs = _pair_index(x, S)  # [B, n, n]
-        self.a = list(Q.index_select(1, pairs.view(-1)).view(m0, B, n, n).softmax(-1).unbind(0))
+        *K, m0, S, n = Q.shape[:-2]
+        B = x.shape[-2]
+        # one flat table per head, the models' tables one after another: model k's pairs at k (S n)^2
+        Q = Q.movedim(-5, 0).reshape(m0, -1)
+        pairs = _pair_index(x, S)  # [*K, B, n, n]
+        if K:
+            pairs = pairs + (torch.arange(K[0], device=x.device) * (S * n) ** 2).view(-1, 1, 1, 1)
+        self.a = list(Q.index_select(1, pairs.reshape(-1)).view(m0, *K, B, n, n).softmax(-1).unbind(0))
         # the query's row again, on its own: reading it out of ``a`` would cost a dense zero-filled
         # gradient of ``a`` in the backward pass
-        self.a_query = list(Q.index_select(1, pairs[:, -1].reshape(-1)).view(m0, B, n).softmax(-1).unbind(0))
+        self.a_query = list(Q.index_select(1, pairs[..., -1, :].reshape(-1)).view(m0, *K, B, n).softmax(-1).unbind(0))
         for (layer, h), P in patterns.items():
             if layer == 0:
                 self.a[h] = P.to(self.a[h])
-                self.a_query[h] = self.a[h][:, -1]
+                self.a_query[h] = self.a[h][..., -1, :]
 
     def query_rows(self) -> list[torch.Tensor]:
         return self.a_query
 
     def times(self, h: int, c: torch.Tensor) -> torch.Tensor:
-        return (self.a[h] * c[:, None, :]).sum(-1)
+        return (self.a[h] * c[..., None, :]).sum(-1)
 
     def weighted_rows(self, h: int, p: torch.Tensor) -> torch.Tensor:
-        return (p[:, :, None] * self.a[h]).sum(1)
+        return (p[..., :, None] * self.a[h]).sum(-2)
 
 
 class _Tables:
@@ -200,58 +237,53 @@ class _Tables:
         return tables if all(float(Z.detach().amin()) >= cls.TINY for Z in tables.Z) else None
 
     def __init__(self, Q: torch.Tensor, x: torch.Tensor) -> None:
-        m0, S, n = Q.shape[0], Q.shape[1], Q.shape[2]
+        *K, m0, S, n = Q.shape[:-2]
         # position 0 attends to itself alone, whatever Q: its rows get no gradient (E / Z's rounding
         # would give them one of ~1e-9, which AdamW would turn into full steps)
-        Q = torch.cat([Q[:, :, :1].detach(), Q[:, :, 1:]], dim=2).reshape(m0, S * n, S * n)
+        Q = torch.cat([Q[..., :1, :, :].detach(), Q[..., 1:, :, :]], dim=-3).reshape(*K, m0, S * n, S * n)
         # the softmax is the same for any constant per row (s_j, j): the row's max keeps exp finite
-        self.E = (Q - Q.amax(-1, keepdim=True).detach()).exp()  # [m0, S n, S n]
-        self.onehot = torch.nn.functional.one_hot(x, S).to(Q.dtype)  # [B, n, S]
-        self.index = x * n + torch.arange(n, device=x.device)  # [B, n]: (s_j, j) as a row (or column) of E
-        B = x.shape[0]
-        self.select = self.onehot.transpose(1, 2).reshape(B, S * n)  # [B, S n]: 1 at (s_k, k)
-        self.Z = [(self.select @ E.T).gather(1, self.index) for E in self.E]  # [B, n] each
+        self.E = (Q - Q.amax(-1, keepdim=True).detach()).exp().unbind(-3)  # m0 x [*K, S n, S n]
+        self.onehot = torch.nn.functional.one_hot(x, S).to(Q.dtype)  # [*K, B, n, S]
+        self.index = x * n + torch.arange(n, device=x.device)  # [*K, B, n]: (s_j, j) as a row (or column) of E
+        self.select = self.onehot.transpose(-1, -2).flatten(-2)  # [*K, B, S n]: 1 at (s_k, k)
+        self.Z = [(self.select @ E.transpose(-1, -2)).gather(-1, self.index) for E in self.E]  # [*K, B, n] each
 
     def _spread(self, c: torch.Tensor) -> torch.Tensor:
-        """``[B, S n]``: ``c[b, k]`` at column ``(s_k, k)``, 0 elsewhere."""
-        B, n, S = self.onehot.shape
-        return (self.onehot * c[:, :, None]).transpose(1, 2).reshape(B, S * n)
+        """``[*K, B, S n]``: ``c[b, k]`` at column ``(s_k, k)``, 0 elsewhere."""
+        return (self.onehot * c[..., None]).transpose(-1, -2).flatten(-2)
 
     def query_rows(self) -> list[torch.Tensor]:
-        q = self.index[:, -1]
-        return [E.index_select(0, q).gather(1, self.index) / Z[:, -1:] for E, Z in zip(self.E, self.Z)]
+        q = self.index[..., -1:]  # [*K, B, 1]
+        rows = [E.gather(-2, q.expand(*q.shape[:-1], E.shape[-1])) if q.dim() > 2 else E.index_select(0, q[:, 0])
+                for E in self.E]  # [*K, B, S n]: the query's row of each table
+        return [r.gather(-1, self.index) / Z[..., -1:] for r, Z in zip(rows, self.Z)]
 
     def times(self, h: int, c: torch.Tensor) -> torch.Tensor:
-        return (self._spread(c) @ self.E[h].T).gather(1, self.index) / self.Z[h]
+        return (self._spread(c) @ self.E[h].transpose(-1, -2)).gather(-1, self.index) / self.Z[h]
 
     def weighted_rows(self, h: int, p: torch.Tensor) -> torch.Tensor:
-        return (self._spread(p / self.Z[h]) @ self.E[h]).gather(1, self.index)
+        return (self._spread(p / self.Z[h]) @ self.E[h]).gather(-1, self.index)
 
 
 def _scatter(weights: torch.Tensor, x: torch.Tensor, S: int) -> torch.Tensor:
-    """``[B, S]``: the weights ``[B, n]`` summed per token ``x`` ``[B, n]``."""
-    return torch.zeros(x.shape[0], S, device=x.device, dtype=weights.dtype).scatter_add(1, x, weights)
+    """``[*K, B, S]``: the weights ``[*K, B, n]`` summed per token ``x`` ``[*K, B, n]``."""
+    return torch.zeros(*x.shape[:-1], S, device=x.device, dtype=weights.dtype).scatter_add(-1, x, weights)
 
 
 def _pad(t: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     return t if pad[1] == 0 else torch.nn.functional.pad(t, pad)
 
 
-def _position(i: int | torch.Tensor, T: int, B: int, device) -> torch.Tensor:
-    """``[B, T]`` one-hot rows at ``i`` (an int, or one index per row)."""
-    e = torch.zeros(B, T, device=device)
-    if isinstance(i, torch.Tensor):
-        return e.scatter_(1, i[:, None], 1.0)
-    e[:, i] = 1.0
-    return e
+def _position(i: torch.Tensor, T: int, device) -> torch.Tensor:
+    """``[*K, B, T]``: one-hot rows at ``i`` ``[*K, B]``."""
+    return torch.zeros(*i.shape, T, device=device).scatter_(-1, i[..., None], 1.0)
 
 
 def _pair_index(x: torch.Tensor, S: int) -> torch.Tensor:
-    """Flat index ``((s_i n + i) S + s_j) n + j`` ``[B, n, n]`` of the pairs ``(i, j)`` in ``Q``."""
-    B, n = x.shape
-    pos = torch.arange(n, device=x.device)
-    col = x * n + pos  # [B, n]
-    return col[:, :, None] * (S * n) + col[:, None, :]
+    """Flat index ``((s_i n + i) S + s_j) n + j`` ``[*K, B, n, n]`` of the pairs ``(i, j)`` in ``Q``."""
+    n = x.shape[-1]
+    col = x * n + torch.arange(n, device=x.device)  # [*K, B, n]
+    return col[..., :, None] * (S * n) + col[..., None, :]
 
 
 _MASKS: dict = {}

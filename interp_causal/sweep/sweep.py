@@ -23,7 +23,7 @@ from pathlib import Path
 from probes.files import read_json, write_json
 
 from interp_causal.sweep.grid import MAX_TRIALS, Grid, train_options, value_text
-from interp_causal.sweep.trials import Trial, require_ray, run_trials
+from interp_causal.sweep.trials import ENGINES, Trial, require_ray, run_trials
 from interp_causal.training.run_dir import _File
 
 
@@ -86,8 +86,9 @@ def plan(grid: Grid, out: str | Path, max_trials: int = MAX_TRIALS, yes: bool = 
 
 def run_sweep(grid: Grid, out: str | Path, address: str | None = None, cpus_per_trial: int | None = None,
               max_trials: int = MAX_TRIALS, yes: bool = False, progress: bool | None = None,
-              echo: Callable[[str], None] | None = None) -> dict:
-    """Train the grid's trials that are not done into ``out`` (see :func:`run_trials`), then write
+              echo: Callable[[str], None] | None = None, engine: str = "ray") -> dict:
+    """Train the grid's trials that are not done into ``out`` (see :func:`run_trials`, and its
+    ``engine``: ``"stacked"`` trains two-layer paper models of one layout as one computation), then write
     ``sweep.csv``, the figures and ``report.md``. Returns ``{"trials", "trained", "failed", "rows"}``;
     ``echo`` receives one line per finished trial."""
     from interp_causal.sweep.results import render_sweep, trial_line
@@ -96,8 +97,11 @@ def run_sweep(grid: Grid, out: str | Path, address: str | None = None, cpus_per_
     sweep = SweepDir(out)
     todo = [t for t in trials if t.state() != "done"]
     results: dict = {}
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
     if todo:
-        require_ray()
+        if engine == "ray":
+            require_ray()
 
         def start() -> None:  # once the cluster is reached: a wrong --address leaves nothing behind
             write_json(sweep.spec, {"grid": grid.to_dict(), "swept": grid.swept,
@@ -107,7 +111,8 @@ def run_sweep(grid: Grid, out: str | Path, address: str | None = None, cpus_per_
             if echo is not None:
                 echo(trial_line(trial, result))
 
-        results = run_trials(trials, cpus_per_trial, address, progress=progress, on_result=report, on_start=start)
+        results = run_trials(trials, cpus_per_trial, address, progress=progress, engine=engine, on_result=report,
+                             on_start=start)
     rendered = render_sweep(out)
     failed = {name: r["error"] for name, r in results.items() if "error" in r}
     return {"trials": len(trials), "trained": len(todo), "failed": failed, "rows": rendered["rows"],

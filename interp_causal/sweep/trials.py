@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from interp_causal.names import ENGINES
 from interp_causal.training.run_dir import RunDir
 
 RAY_HINT = "sweeps run on Ray, which is not installed: pip install 'interp-causal[sweep]'"
 MAX_RETRIES = 3  # times Ray re-runs a trial whose worker died; each retry resumes from the checkpoint
-ENGINES = ("ray", "local")
 
 
 class MissingExtra(RuntimeError):
@@ -105,7 +105,9 @@ def run_trials(trials: Sequence[Trial], cpus_per_trial: int | None = None, addre
     """Train every trial that is not done; return ``{name: result}`` (``train_trial``'s dict, or
     ``{"error": message}`` for a trial that failed). ``engine="ray"`` runs them as Ray tasks
     (connecting to ``address`` or ``RAY_ADDRESS``, else starting an embedded cluster; a session
-    already open is used as is); ``"local"`` trains them here one after another. ``on_start`` is
+    already open is used as is); ``"local"`` trains them here one after another; ``"stacked"``
+    trains them here as one computation where they can (two-layer paper models of one layout and
+    batch size: :mod:`interp_causal.training.stacked`), one after another where not. ``on_start`` is
     called once the cluster is reached, before the first trial; ``on_result`` after each."""
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
@@ -117,6 +119,8 @@ def run_trials(trials: Sequence[Trial], cpus_per_trial: int | None = None, addre
         return {}
     if engine == "local":
         return _run_local(todo, cpus_per_trial, probes, progress, on_result, on_start)
+    if engine == "stacked":
+        return _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start)
     return _run_ray(todo, len(trials) - len(todo), len(trials), cpus_per_trial, address, probes, progress, on_result,
                     on_start)
 
@@ -133,6 +137,45 @@ def _run_local(todo, cpus_per_trial, probes, progress, on_result, on_start) -> d
             results[trial.name] = train_trial(trial.config, str(trial.run_dir), cpus_per_trial or before, probes)
             if on_result:
                 on_result(trial, results[trial.name])
+    finally:
+        torch.set_num_threads(before)
+    return results
+
+
+def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) -> dict[str, dict]:
+    """The trials in groups that step together (:func:`~interp_causal.training.stacked.stack_key`),
+    each group one stacked computation with all ``cpus_per_trial`` threads (default: torch's)."""
+    import torch
+
+    from interp_causal.probing import default_callback
+    from interp_causal.training import attach_callbacks, resume_run, start_run
+    from interp_causal.training.stacked import fit_stacked, stack_key
+
+    before, results = torch.get_num_threads(), {}
+    threads = cpus_per_trial or before
+    torch.set_num_threads(threads)
+    try:
+        if on_start:
+            on_start()
+        groups: dict = {}
+        for trial in todo:
+            run = RunDir(trial.run_dir)
+            resumed = run.holds_run()
+            trainer = resume_run(run.path, progress=False) if resumed else start_run(trial.config, run.path, progress=False)
+            attach_callbacks(trainer, default_callback if probes else ())
+            key = stack_key(trainer)
+            groups.setdefault(key if key is not None else ("alone", trial.name), []).append((trial, trainer, resumed))
+        for group in groups.values():
+            started = time.perf_counter()
+            fit_stacked([trainer for _, trainer, _ in group], progress=progress)  # a diverged run's summary says so
+            wall = round(time.perf_counter() - started, 2)
+            for trial, trainer, resumed in group:
+                info = {"node": _node_id(), "host": socket.gethostname(), "pid": os.getpid(), "threads": threads,
+                        "wall_s": wall, "resumed": resumed, "stacked": len(group)}
+                trainer.run.write_trial(info)
+                results[trial.name] = {**info, "summary": trainer.run.read_summary()}
+                if on_result:
+                    on_result(trial, results[trial.name])
     finally:
         torch.set_num_threads(before)
     return results

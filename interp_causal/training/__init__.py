@@ -3,8 +3,9 @@
 from interp_causal.training.checkpoint import CheckpointError, load_checkpoint
 from interp_causal.training.interventions import Interventions
 from interp_causal.training.recipes import RECIPES, Recipe, get_recipe
-from interp_causal.training.run import build_from_config, load_run, make_config, resume_run, start_run, train_run
+from interp_causal.training.run import attach_callbacks, build_from_config, load_run, make_config, resume_run, start_run, train_run
 from interp_causal.training.run_dir import RunDir
+from interp_causal.training.stacked import fit_stacked
 from interp_causal.training.trainer import Callback, Trainer, TrainingDiverged, last_position_logits, last_position_loss
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
     "RunDir",
     "Trainer",
     "TrainingDiverged",
+    "attach_callbacks",
     "build_from_config",
+    "fit_stacked",
     "get_recipe",
     "last_position_logits",
     "last_position_loss",

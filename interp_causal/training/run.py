@@ -102,10 +102,15 @@ def train_run(config: dict | None, out: str | Path, resume: bool = False, steps:
     return its ``summary.json``. ``callbacks``: callbacks, or a function of the trainer that makes
     them (``interp_causal.probing.default_callback`` probes the run)."""
     trainer = resume_run(out, steps=steps, progress=progress, lr=lr) if resume else start_run(config, out, progress=progress)
-    made = callbacks(trainer) if callable(callbacks) else callbacks
-    trainer.callbacks += [made] if not isinstance(made, Sequence) else list(made)
+    attach_callbacks(trainer, callbacks)
     trainer.fit()
     return trainer.run.read_summary()
+
+
+def attach_callbacks(trainer: Trainer, callbacks: Callbacks) -> None:
+    """Add ``callbacks`` (callbacks, or a function of the trainer that makes them) to ``trainer``."""
+    made = callbacks(trainer) if callable(callbacks) else callbacks
+    trainer.callbacks += [made] if not isinstance(made, Sequence) else list(made)
 
 
 def load_run(run_dir: str | Path):

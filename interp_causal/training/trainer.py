@@ -161,15 +161,24 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------
     def train_step(self, batch: TaskBatch) -> float:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.before_backward()
         loss = last_position_loss(self.model, batch, self.forward, self._patterns)
         loss.backward()
+        self.after_backward()
+        return loss.item()
+
+    def before_backward(self) -> None:
+        """Ready the model for a step's forward and backward pass (its gradients cleared)."""
+        if not self.model.training:  # train() walks every submodule: 0.4 ms a step on a HookedTransformer
+            self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def after_backward(self) -> None:
+        """Apply the gradients the step's backward pass left in the model: optimiser and schedule."""
         for p in frozen_at(self._freezes, self.step):
             p.grad = None  # the optimiser skips a parameter without a gradient: no step, no weight decay
         self.optimizer.step()
         self.scheduler.step()
-        return loss.item()
 
     @torch.no_grad()
     def evaluate(self, chunk: int = 8192) -> float:
@@ -184,8 +193,22 @@ class Trainer:
     def fit(self, until: int | None = None) -> list[dict]:
         """Train up to ``recipe.steps`` in total (or stop early at ``until``, leaving a checkpoint
         to resume from) and write ``summary.json``. Returns the metrics rows written so far."""
-        from tqdm.auto import tqdm
+        stop = self.begin(until)
+        bar = self.progress_bar()
+        try:
+            while self.step < stop:
+                self.end_step(self.train_step(self.next_batch()), bar)
+            self.pause()
+        except TrainingDiverged:
+            self.write_summary()
+            raise
+        finally:
+            bar.close()
+        return self.end()
 
+    # The pieces of :meth:`fit`, for loops that make the steps themselves (training.stacked).
+    def begin(self, until: int | None = None) -> int:
+        """Start (or go on with) training; return the step to stop at (``until``, at most ``recipe.steps``)."""
         total = self.recipe.steps
         stop = total if until is None else min(int(until), total)
         fresh = self.step == 0 and not self.history
@@ -197,33 +220,45 @@ class Trainer:
         self._call("on_train_begin")
         if fresh:
             self._record()
-        started = time.perf_counter() - self.elapsed
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", disable=self._bar_disabled(), leave=False)
-        try:
-            while self.step < stop:
-                loss = self.train_step(self.next_batch())
-                self._loss_sum += loss
-                self._loss_count += 1
-                self.step += 1
-                self.elapsed = time.perf_counter() - started
-                bar.update(1)
-                if self.guard and not math.isfinite(loss):
-                    self._record()  # the guard stops the run here, before any callback sees the weights
-                self._call("on_step_end")
-                if self.step % self.recipe.eval_every == 0 or self.step in (total, self.recipe.stage_split):
-                    row = self._record()
-                    bar.set_postfix(test=f"{row['test_loss']:.4f}", bayes=f"{row['bayes_loss']:.4f}")
-            if self.step % self.recipe.eval_every and self.step != total:
-                self.save()  # stopped between evaluations: keep what was done
-        except TrainingDiverged:
-            if self.run is not None:
-                self.run.write_summary(self.summary())
-            raise
-        finally:
-            bar.close()
-        self._call("on_train_end")
+        self._started = time.perf_counter() - self.elapsed
+        return stop
+
+    def progress_bar(self):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.recipe.steps, initial=self.step, desc="train", unit="step",
+                    disable=self._bar_disabled(), leave=False)
+
+    def end_step(self, loss: float, bar=None) -> None:
+        """Account for a step just taken (its training ``loss``): counters, guard, callbacks and,
+        on schedule, an evaluation with its checkpoint. Raises :class:`TrainingDiverged` when the guard stops the run."""
+        self._loss_sum += loss
+        self._loss_count += 1
+        self.step += 1
+        self.elapsed = time.perf_counter() - self._started
+        if bar is not None:
+            bar.update(1)
+        if self.guard and not math.isfinite(loss):
+            self._record()  # the guard stops the run here, before any callback sees the weights
+        self._call("on_step_end")
+        if self.step % self.recipe.eval_every == 0 or self.step in (self.recipe.steps, self.recipe.stage_split):
+            row = self._record()
+            if bar is not None:
+                bar.set_postfix(test=f"{row['test_loss']:.4f}", bayes=f"{row['bayes_loss']:.4f}")
+
+    def pause(self) -> None:
+        """Stopped before the end: keep what was done since the last evaluation."""
+        if self.step % self.recipe.eval_every and self.step != self.recipe.steps:
+            self.save()
+
+    def write_summary(self) -> None:
         if self.run is not None:
             self.run.write_summary(self.summary())
+
+    def end(self) -> list[dict]:
+        """Finish :meth:`fit`: callbacks' ``on_train_end`` and ``summary.json``; the metrics rows."""
+        self._call("on_train_end")
+        self.write_summary()
         return self.history
 
     @property
