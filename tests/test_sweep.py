@@ -137,6 +137,24 @@ def test_the_stacked_engine_trains_the_runs_of_the_ray_sweep_in_one_process(four
         assert len(got.read_probes()) == len(want.read_probes()) > 0  # probes ran on schedule in both
 
 
+def test_the_stacked_engine_trains_what_it_cannot_stack_one_by_one(tmp_path):
+    """A standard model and a paper model of another layout: each trained alone, as train_run trains it."""
+    from interp_causal.sweep.trials import Trial, run_trials
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, make_config, train_run
+
+    small = dict(steps=20, batch_size=32, eval_every=10, test_size=64)
+    task = InContextTask(CausalGraph.chain(8), 4)
+    configs = {"paper": make_config(task, "paper", get_recipe("fast").with_overrides(**small), 0),
+               "attn-only": make_config(task, "attn-only", get_recipe("standard").with_overrides(**small), 1)}
+    trials = [Trial(name, config, tmp_path / "stacked" / name) for name, config in configs.items()]
+    results = run_trials(trials, probes=False, engine="stacked", progress=False)
+    for name, config in configs.items():
+        assert results[name]["stacked"] == 1
+        want = train_run(config, tmp_path / "alone" / name, progress=False)
+        assert abs(results[name]["summary"]["final_test_loss"] - want["final_test_loss"]) <= 1e-5, name
+
+
 def test_a_trial_equals_train_with_the_same_options(four, tmp_path):
     out = tmp_path / "run"
     # the sweep's trials ran with one thread each; so does this (the suite runs with one)

@@ -148,7 +148,7 @@ def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) ->
     import torch
 
     from interp_causal.probing import default_callback
-    from interp_causal.training import attach_callbacks, resume_run, start_run
+    from interp_causal.training import TrainingDiverged, attach_callbacks, resume_run, start_run
     from interp_causal.training.stacked import fit_stacked, stack_key
 
     before, results = torch.get_num_threads(), {}
@@ -165,9 +165,15 @@ def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) ->
             attach_callbacks(trainer, default_callback if probes else ())
             key = stack_key(trainer)
             groups.setdefault(key if key is not None else ("alone", trial.name), []).append((trial, trainer, resumed))
-        for group in groups.values():
+        for key, group in groups.items():
             started = time.perf_counter()
-            fit_stacked([trainer for _, trainer, _ in group], progress=progress)  # a diverged run's summary says so
+            if key[0] == "alone":
+                try:
+                    group[0][1].fit()
+                except TrainingDiverged:  # the guard stopped it: its summary says so; the sweep goes on
+                    pass
+            else:
+                fit_stacked([trainer for _, trainer, _ in group], progress=progress)  # likewise
             wall = round(time.perf_counter() - started, 2)
             for trial, trainer, resumed in group:
                 info = {"node": _node_id(), "host": socket.gethostname(), "pid": os.getpid(), "threads": threads,

@@ -166,10 +166,9 @@ class InContextTask:
             r = torch.tensor(roots)
             draws = (mu_cdf[:, None, :] < (u[:, r] * mu_cdf[:, -1:])[:, :, None]).sum(-1)
             tokens[:, r] = draws.clamp_max_(S - 1)
-        for i, ps in enumerate(graph.parents):
-            if ps:
-                rows = cdf.index_select(0, base + tokens[:, ps[0]])  # [n, S]
-                tokens[:, i] = (rows < u[:, i : i + 1] * rows[:, -1:]).sum(-1).clamp_max_(S - 1)
+        for level, parent in _levels(graph):  # every position of a level at once: their parents are drawn
+            rows = cdf.index_select(0, (base[:, None] + tokens[:, parent]).view(-1)).view(n, len(level), S)
+            tokens[:, level] = (rows < u[:, level, None] * rows[:, :, -1:]).sum(-1).clamp_max_(S - 1)
         if query is None:
             target = kept.index_select(0, base + tokens[:, graph.target_parents[0]])
         return tokens, target / target.sum(-1, keepdim=True)
@@ -233,6 +232,19 @@ class InContextTask:
         tp = list(graph.target_parents)
         target = tables[len(tp)][rows, _row_index(tokens[:, tp], S)].to(torch.float32)
         return TaskBatch(tokens, target, parent_tokens(tokens, graph))
+
+
+def _levels(graph: CausalGraph) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A single-parent graph's non-root positions by depth, ``(positions, their parents)`` per
+    level: each level's tokens depend only on earlier levels', so the sampler draws a level in one
+    pass (a random tree of 20 positions has about 4 levels; the chain has one per position)."""
+    depth: dict[int, int] = {}
+    levels: dict[int, list[int]] = {}
+    for i, ps in enumerate(graph.parents):
+        depth[i] = 0 if not ps else depth[ps[0]] + 1
+        if ps:
+            levels.setdefault(depth[i], []).append(i)
+    return [(torch.tensor(level), torch.tensor([graph.parents[i][0] for i in level])) for _, level in sorted(levels.items())]
 
 
 def _row_index(parent_tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
