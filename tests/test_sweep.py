@@ -155,6 +155,19 @@ def test_the_stacked_engine_trains_what_it_cannot_stack_one_by_one(tmp_path):
         assert abs(results[name]["summary"]["final_test_loss"] - want["final_test_loss"]) <= 1e-5, name
 
 
+def test_the_stacked_engine_stacks_at_most_max_stack_models(tmp_path, monkeypatch):
+    from interp_causal.sweep.trials import Trial, run_trials
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, make_config, stacked
+
+    recipe = get_recipe("fast").with_overrides(steps=4, batch_size=16, eval_every=2, test_size=32)
+    task = InContextTask(CausalGraph.chain(6), 3)
+    monkeypatch.setattr(stacked, "MAX_STACK", 2)
+    trials = [Trial(f"seed-{k}", make_config(task, "paper", recipe, k), tmp_path / f"seed-{k}") for k in range(5)]
+    results = run_trials(trials, probes=False, engine="stacked", progress=False)
+    assert sorted(r["stacked"] for r in results.values()) == [1, 2, 2, 2, 2]
+
+
 def test_a_trial_equals_train_with_the_same_options(four, tmp_path):
     out = tmp_path / "run"
     # the sweep's trials ran with one thread each; so does this (the suite runs with one)

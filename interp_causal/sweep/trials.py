@@ -143,13 +143,14 @@ def _run_local(todo, cpus_per_trial, probes, progress, on_result, on_start) -> d
 
 
 def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) -> dict[str, dict]:
-    """The trials in groups that step together (:func:`~interp_causal.training.stacked.stack_key`),
-    each group one stacked computation with all ``cpus_per_trial`` threads (default: torch's)."""
+    """The trials in groups that step together (:func:`~interp_causal.training.stacked.stack_key`,
+    at most ``MAX_STACK`` each), each group one stacked computation with all ``cpus_per_trial``
+    threads (default: torch's)."""
     import torch
 
     from interp_causal.probing import default_callback
     from interp_causal.training import TrainingDiverged, attach_callbacks, resume_run, start_run
-    from interp_causal.training.stacked import fit_stacked, stack_key
+    from interp_causal.training.stacked import MAX_STACK, fit_stacked, stack_key
 
     before, results = torch.get_num_threads(), {}
     threads = cpus_per_trial or before
@@ -164,7 +165,10 @@ def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) ->
             trainer = resume_run(run.path, progress=False) if resumed else start_run(trial.config, run.path, progress=False)
             attach_callbacks(trainer, default_callback if probes else ())
             key = stack_key(trainer)
-            groups.setdefault(key if key is not None else ("alone", trial.name), []).append((trial, trainer, resumed))
+            key = ("alone", trial.name) if key is None else key
+            while len(groups.get(key, ())) >= MAX_STACK:  # full: the next group of this layout
+                key = (*key, "more")
+            groups.setdefault(key, []).append((trial, trainer, resumed))
         for key, group in groups.items():
             started = time.perf_counter()
             if key[0] == "alone":
@@ -182,6 +186,7 @@ def _run_stacked(todo, cpus_per_trial, probes, progress, on_result, on_start) ->
                 results[trial.name] = {**info, "summary": trainer.run.read_summary()}
                 if on_result:
                     on_result(trial, results[trial.name])
+            group.clear()  # done: its trainers' data (a pool, the test set) can go
     finally:
         torch.set_num_threads(before)
     return results

@@ -7,8 +7,10 @@ Each :class:`~interp_causal.training.trainer.Trainer` keeps everything of its ow
 optimiser, schedule, evaluations, checkpoints, callbacks, guard); only the step's forward and
 backward pass is shared (:func:`interp_causal.models.structured.stacked_last_logits`), and each
 model's gradient is that of its own loss. So every run ends where it would have ended trained
-alone (tests/test_stacked.py: to 1e-5). On 2 cores, 20 many-trees models (S = 3) step in about
-3.0 ms each stacked against 4.4 ms one after another (``make bench``, ``stacked_trees_step_ms``).
+alone (tests/test_stacked.py: to 1e-5). On 2 cores, 20 many-trees models (S = 3) train in about
+4.0 ms per model-step all in (sampling, step, evaluations) stacked, against 5.6 ms one after
+another (``make bench``, ``stacked_trees_step_ms_k20``). The gain is the larger ops using both
+threads; at one thread stacking is no faster, since the step is bound by passes over memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from collections.abc import Sequence
 import torch
 
 from interp_causal.training.trainer import Trainer, TrainingDiverged
+
+# The most models one stacked computation trains: a group holds all its trainers' data at once
+# (a paper-sgd pool of 2^20 sequences is about 210 MB), and past about 20 the step gains no more.
+MAX_STACK = 32
 
 
 def stack_reason(trainer: Trainer) -> str | None:
