@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from interp_causal.training.trainer import Trainer, TrainingDiverged
+from interp_causal.training.trainer import Trainer, TrainingDiverged, soft_target_loss
 
 # The most models one stacked computation trains: a group holds all its trainers' data at once
 # (a paper-sgd pool of 2^20 sequences is about 210 MB), and past about 20 the step gains no more.
@@ -86,7 +86,7 @@ def fit_stacked(trainers: Sequence[Trainer], until: int | None = None, progress:
             logits = structured.stacked_last_logits([t.model for t in group],
                                                     torch.stack([b.tokens for b in batches]))  # [K, B, S]
             target = torch.stack([b.target for b in batches]).to(logits.device)
-            losses = -(target * logits.log_softmax(-1)).sum(-1).mean(-1)  # [K]: each model's own loss
+            losses = soft_target_loss(logits, target)  # [K]: each model's own loss
             losses.sum().backward()  # model k's gradient is that of its own loss alone
             for t in group:
                 t.after_backward()

@@ -75,8 +75,13 @@ def last_position_logits(model, tokens: torch.Tensor, forward: str = "auto", pat
 
 def last_position_loss(model, batch: TaskBatch, forward: str = "auto", patterns=None) -> torch.Tensor:
     """Expected cross-entropy at the last position against the soft target ``[n, S]``."""
-    logits = last_position_logits(model, batch.tokens, forward, patterns)
-    return -(batch.target * logits.log_softmax(-1)).sum(-1).mean()
+    return soft_target_loss(last_position_logits(model, batch.tokens, forward, patterns), batch.target)
+
+
+def soft_target_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-sum_s target(s) log softmax(logits)(s)``: ``[..., B, S]`` to ``[...]``
+    (a scalar for one model's batch, ``[K]`` for K stacked models' batches)."""
+    return -(target * logits.log_softmax(-1)).sum(-1).mean(-1)
 
 
 class Trainer:
