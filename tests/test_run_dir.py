@@ -68,3 +68,15 @@ def test_a_reproduction_keeps_its_own_file(tmp_path):
     run.write_reproduction({"experiment": "x", "rows": []})
     assert run.read_reproduction() == {"experiment": "x", "rows": []}
     assert not run.summary.exists()
+
+
+def test_default_probes_of_a_long_run_are_spread_over_it_at_the_process_threads():
+    # 2^17 steps (the paper's chain): every ceil(2^17 / 1024) = 128 steps, not every 50; a run of
+    # 4096 steps keeps every 50; probes run at the trainer's thread count (threads=None)
+    long = Trainer(paper_model(TASK), TASK, RECIPE.with_overrides(steps=2**17), progress=False)
+    callback = default_callback(long)
+    assert all(s in callback.schedule for s in (128, 256, 1280, 2**17))
+    assert not any(s in callback.schedule for s in (150, 200, 250, 1300))
+    assert callback.threads is None
+    short = default_callback(Trainer(paper_model(TASK), TASK, RECIPE.with_overrides(steps=4096), progress=False))
+    assert all(s in short.schedule for s in (50, 100, 150, 4050)) and 128 not in short.schedule

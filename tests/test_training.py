@@ -176,6 +176,26 @@ def test_resume_is_exact(tmp_path, pool_size, until):
     assert metric_view(rows_b) == metric_view(rows_a)
 
 
+@pytest.mark.parametrize("batch_size, block", [(64, 256), (100, 256)])
+def test_fresh_draws_come_in_blocks_of_whole_batches_each_used_once(monkeypatch, batch_size, block):
+    # pool_size=None: the trainer draws FRESH_BLOCK sequences (rounded down to whole batches) at a
+    # time from its data stream and hands each out once; the reference is the task's own sampler
+    # called on a generator seeded as the trainer's
+    from interp_causal.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "FRESH_BLOCK", block)
+    task = small_task()
+    trainer = Trainer(paper_model(task), task, small_recipe(batch_size=batch_size), seed=3)
+    per_block = block // batch_size
+    assert trainer.pool_size == per_block * batch_size
+    rng = torch.Generator().manual_seed(3)
+    want = [task.sample(per_block * batch_size, rng) for _ in range(3)]
+    for b in range(3 * per_block):
+        got = trainer.next_batch()
+        ref = want[b // per_block][(b % per_block) * batch_size : (b % per_block + 1) * batch_size]
+        assert torch.equal(got.tokens, ref.tokens) and torch.equal(got.target, ref.target), f"batch {b}"
+
+
 def test_resume_with_more_steps_follows_the_new_schedule(tmp_path):
     # Invariant of a straight run: before the step after `step`, the optimiser's lr is
     # lr * lr_factor(step). Raising the total on resume changes the schedule; the first resumed

@@ -13,8 +13,9 @@ SCHEDULES = ("cosine", "constant")
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to train. ``pool_size=None`` draws fresh sequences every step; an int keeps a pool of
-    that many sequences and re-draws it when used up (the official code's ``max_size``)."""
+    """How to train. ``pool_size=None`` trains on fresh sequences, each used once (drawn a block
+    of batches at a time, ``Trainer.pool_size``); an int keeps a pool of that many sequences and
+    re-draws it when used up (the official code's ``max_size``)."""
 
     optimizer: str = "adamw"
     lr: float = 1e-2

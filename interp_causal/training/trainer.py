@@ -17,6 +17,8 @@ from interp_causal.training.recipes import Recipe
 from interp_causal.training.run_dir import RunDir
 
 TEST_SEED_OFFSET = 1_000_003  # the held-out set never shares a stream with training data
+# fresh draws (no pool) come in blocks of about this many sequences (Trainer.pool_size)
+FRESH_BLOCK = 2**14
 GUARD_PATIENCE = 3  # evaluations in a row far above the uniform guess before the guard stops a run
 
 
@@ -152,10 +154,17 @@ class Trainer:
         self.reference_losses = baseline_losses(self.test_batch.tokens, self.test_batch.target, task)
 
     # ---- data ------------------------------------------------------------------------------
+    @property
+    def pool_size(self) -> int:
+        """Sequences drawn at once: the recipe's pool, or for fresh draws a block of whole batches
+        (:data:`FRESH_BLOCK`), each sequence still used once. The sampler's per-call work is
+        amortised over the block: a random tree at S = 3 draws 1024 sequences in 1.2 ms alone
+        and in 0.5 ms per 1024 within 16384."""
+        bs = self.recipe.batch_size
+        return self.recipe.pool_size or bs * max(1, FRESH_BLOCK // bs)
+
     def next_batch(self) -> TaskBatch:
-        bs, pool_size = self.recipe.batch_size, self.recipe.pool_size
-        if pool_size is None:
-            return self.task.sample(bs, self.data_rng)
+        bs, pool_size = self.recipe.batch_size, self.pool_size
         if self._pool is None or self._cursor + bs > pool_size:
             self._pool_rng_state = self.data_rng.get_state()
             self._pool = self.task.sample(pool_size, self.data_rng)
@@ -394,10 +403,10 @@ class Trainer:
             group["lr"] = self.recipe.lr * self.recipe.lr_factor(self.step)
         self._loss_sum, self._loss_count = float(state["loss_sum"]), int(state["loss_count"])
         self._pool_rng_state, self._cursor = state["pool_rng"], int(state["cursor"])
-        if self._pool_rng_state is not None and self.recipe.pool_size is not None:
+        if self._pool_rng_state is not None:
             rng = torch.Generator()
             rng.set_state(self._pool_rng_state)
-            self._pool = self.task.sample(self.recipe.pool_size, rng)
+            self._pool = self.task.sample(self.pool_size, rng)
         self.data_rng.set_state(state["data_rng"])
 
     def resume(self, state: dict | None = None) -> None:
