@@ -206,12 +206,16 @@ def bench_last_position_step(task: InContextTask, repeats: int) -> dict:
 
 
 def bench_all_in_step(name: str, task: InContextTask, heads: tuple[int, ...], recipe: str, steps: int,
-                      repeats: int) -> dict:
-    """Wall time per step of ``steps`` steps of a paper recipe as ``reproduce`` trains it: the
-    recipe's sampling (and pool), evaluations, checkpoints and the default probes, against the
-    bare training step on a fixed batch (what ``paper_step_ms_*`` measures)."""
+                      repeats: int) -> list[dict]:
+    """Wall time per step of a paper recipe as ``reproduce`` trains it: the recipe's sampling (and
+    pool), evaluations, checkpoints and the default probes, in the steady state (from the first
+    evaluation to the end of ``steps`` steps: a worker's first pool is waited for, its later ones
+    are not). Two rows: the loop as a paper-length run takes it (``Trainer(prefetch="auto")``)
+    against the bare training step on a fixed batch (what ``paper_step_ms_*`` measures); and the
+    data drawn in a worker process against drawn in process (alternated runs)."""
     from interp_causal.probing import default_callback
-    from interp_causal.training import make_config, train_run
+    from interp_causal.training import attach_callbacks, make_config, start_run
+    from interp_causal.training.prefetch import prefetch_wanted
 
     base = get_recipe(recipe)
     config = make_config(task, "paper", base.with_overrides(steps=steps), 0, {"heads": list(heads)})
@@ -220,14 +224,26 @@ def bench_all_in_step(name: str, task: InContextTask, heads: tuple[int, ...], re
     batch = task.sample(1024, torch.Generator().manual_seed(0))
     step = median_time(lambda: trainer.train_step(batch), 20, warmup=3)
 
-    def run() -> float:
-        """Seconds per step of the training loop (the summary's ``seconds``: steps, sampling,
-        evaluations, checkpoints, probes), without building the model and the test set."""
+    def run(prefetch: bool) -> float:
+        """Seconds per step from the first evaluation to the last (steps, sampling, evaluations,
+        checkpoints, probes), without building the model and the test set."""
         with tempfile.TemporaryDirectory() as tmp:
-            return train_run(config, Path(tmp) / "run", callbacks=default_callback, progress=False)["seconds"] / steps
+            trainer = start_run(config, Path(tmp) / "run", progress=False)
+            attach_callbacks(trainer, default_callback)
+            trainer.prefetch = prefetch
+            trainer.fit()
+            first, last = trainer.history[1], trainer.history[-1]
+            return (last["elapsed_s"] - first["elapsed_s"]) / (last["step"] - first["step"])
 
-    all_in = statistics.median(run() for _ in range(repeats))
-    return row(name, 1000 * all_in, "ms", "the bare training step on a fixed batch", 1000 * step, "overhead")
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeats):
+        for prefetch in ((True, False) if i % 2 == 0 else (False, True)):
+            times[prefetch].append(run(prefetch))
+    worker, in_process = statistics.median(times[True]), statistics.median(times[False])
+    ours = worker if prefetch_wanted("auto", base.steps, task) else in_process
+    return [row(name, 1000 * ours, "ms", "the bare training step on a fixed batch", 1000 * step, "overhead"),
+            row(f"{name}_prefetch", 1000 * worker, "ms", "the same loop drawing its data in process",
+                1000 * in_process, "time")]
 
 
 # ---- probing ----------------------------------------------------------------------------------
@@ -457,9 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         ("layer1_tables_step_ms_h21", lambda: bench_layer1_tables("layer1_tables_step_ms_h21", two_parent, (2, 1),
                                                                   "paper-adamw", r)),
         ("all_in_step_ms_chain_paper", lambda: bench_all_in_step("all_in_step_ms_chain_paper", chain, (1, 1),
-                                                                 "paper-sgd", 1024 if args.quick else 2048, 1 if args.quick else 3)),
+                                                                 "paper-sgd", 2048 if args.quick else 3072, 1 if args.quick else 3)),
         ("all_in_step_ms_multi_parent_paper", lambda: bench_all_in_step("all_in_step_ms_multi_parent_paper", two_parent,
-                                                                        (2, 1), "paper-adamw", 512 if args.quick else 1024,
+                                                                        (2, 1), "paper-adamw", 1024 if args.quick else 1536,
                                                                         1 if args.quick else 3)),
         ("stacked_trees_step_ms_k20", lambda: bench_stacked_trees(20, 50 if args.quick else 200, 1 if args.quick else 3)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),

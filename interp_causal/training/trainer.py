@@ -99,6 +99,11 @@ class Trainer:
     heads ablated or clamped in every forward pass (attached to ``model`` here, checked first) and
     parameters frozen for some steps; with ``recipe.stage_split`` the trainer also trains
     stage-wise (only the first layer before the split, everything else after it).
+
+    ``prefetch`` (``True``, ``False``, ``"auto"``): during :meth:`fit`, draw the data in a worker
+    process while training on the other threads (:mod:`~interp_causal.training.prefetch`; the same
+    batches, bit for bit). ``"auto"`` does so where it was measured to pay: long runs of
+    single-parent tasks in a process with two threads or more (``prefetch.prefetch_wanted``).
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class Trainer:
         forward: str = "auto",
         interventions: Interventions | dict | None = None,
         guard: bool = True,
+        prefetch: bool | str = "auto",
     ) -> None:
         from interp_causal.models import check_model_matches_task
 
@@ -149,6 +155,9 @@ class Trainer:
         self._cursor = 0
         self._loss_sum, self._loss_count = 0.0, 0
         self.guard, self._bad_evals, self.diverged, self._last_saved = guard, 0, None, None
+        if not (isinstance(prefetch, bool) or prefetch == "auto"):
+            raise ValueError(f"prefetch: expected True, False or 'auto', got {prefetch!r}")
+        self.prefetch, self._prefetcher, self._threads = prefetch, None, None
         test_rng = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
         self.test_batch = task.sample(recipe.test_size, test_rng)
         self.reference_losses = baseline_losses(self.test_batch.tokens, self.test_batch.target, task)
@@ -166,8 +175,12 @@ class Trainer:
     def next_batch(self) -> TaskBatch:
         bs, pool_size = self.recipe.batch_size, self.pool_size
         if self._pool is None or self._cursor + bs > pool_size:
-            self._pool_rng_state = self.data_rng.get_state()
-            self._pool = self.task.sample(pool_size, self.data_rng)
+            if self._prefetcher is not None:  # the same pool from the same state, drawn meanwhile
+                self._pool, self._pool_rng_state, after = self._prefetcher.next()
+                self.data_rng.set_state(after)
+            else:
+                self._pool_rng_state = self.data_rng.get_state()
+                self._pool = self.task.sample(pool_size, self.data_rng)
             self._cursor = 0
         batch = self._pool[self._cursor : self._cursor + bs]
         self._cursor += bs
@@ -210,6 +223,7 @@ class Trainer:
         stop = self.begin(until)
         bar = self.progress_bar()
         try:
+            self._start_prefetch(stop - self.step)
             while self.step < stop:
                 self.end_step(self.train_step(self.next_batch()), bar)
             self.pause()
@@ -217,8 +231,25 @@ class Trainer:
             self.write_summary()
             raise
         finally:
+            self._stop_prefetch()
             bar.close()
         return self.end()
+
+    def _start_prefetch(self, steps_left: int) -> None:
+        """Start the data worker when ``prefetch`` asks for it; training keeps the other threads."""
+        from interp_causal.training.prefetch import PoolPrefetcher, prefetch_wanted
+
+        if not prefetch_wanted(self.prefetch, steps_left, self.task):
+            return
+        self._prefetcher = PoolPrefetcher(self.task, self.pool_size, self.data_rng.get_state())
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self._threads - 1))  # two busy processes on two cores, not three threads
+
+    def _stop_prefetch(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+            torch.set_num_threads(self._threads)
 
     # The pieces of :meth:`fit`, for loops that make the steps themselves (training.stacked).
     def begin(self, until: int | None = None) -> int:
