@@ -134,7 +134,11 @@ def _two_layers(model, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
     weights = (model.blocks[0].attn.W_Q[:m0, : layout.d0, : layout.d0],
                model.blocks[1].attn.W_Q[:m1, : layout.widths[1], : layout.widths[1]],
                model.unembed.W_U, model.unembed.b_U)
-    return _two_layers_of(weights, layout, x, patterns)
+    # contiguous, as stacked_last_logits's torch.stack makes them: a TransformerBridge's W_Q and
+    # W_U are transposed views, and the matrix products' rounding follows the layout, so without
+    # this one model alone and the same model stacked differ by ~1e-9 in their gradients, which
+    # AdamW turns into visible steps; with it both are bit-identical on either TransformerLens line
+    return _two_layers_of(tuple(w.contiguous() for w in weights), layout, x, patterns)
 
 
 def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
