@@ -23,16 +23,25 @@ $(VENV_TL4)/.installed: pyproject.toml constraints-tl4.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/interp-causal demo
 
-test: test-main test-tl4
+# -k: a failure under one TransformerLens line does not hide the other line's results.
+test:
+	$(MAKE) -k test-main test-tl4
+
+# Each suite on TEST_WORKERS pytest-xdist workers. The suite runs at one torch thread per process
+# (tests/conftest.py), so two workers keep both cores busy. --dist loadfile keeps each test file on
+# one worker, so a module's fixtures are built once and Ray's cluster tests run one at a time; the
+# files go out in collection order, which puts the longest first (conftest.LONGEST_FIRST).
+TEST_WORKERS ?= 2
+PYTEST := python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-main: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q --durations=15
+	$(VENV)/bin/$(PYTEST)
 
 # The whole suite again under TransformerLens 4: probes, the bridge backend, training. Tests that
 # need HookedTransformer (removed in 4) are skipped there by their `needs_hooked` marker. The
 # quick-profile science (`science` marker) and Ray's cluster and fault tests (`once`) run once, in test-main.
 test-tl4: $(VENV_TL4)/.installed
-	$(VENV_TL4)/bin/python -m pytest -q --durations=15 -m "not science and not once"
+	$(VENV_TL4)/bin/$(PYTEST) -m "not science and not once"
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
