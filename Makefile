@@ -28,11 +28,11 @@ test:
 	$(MAKE) -k test-main test-tl4
 
 # Each suite on TEST_WORKERS pytest-xdist workers. The suite runs at one torch thread per process
-# (tests/conftest.py), so two workers keep both cores busy. --dist loadfile keeps each test file on
-# one worker, so a module's fixtures are built once and Ray's cluster tests run one at a time; the
-# files go out in collection order, which puts the longest first (conftest.LONGEST_FIRST).
+# (tests/conftest.py), so two workers keep both cores busy. Work goes out in collection order, the
+# longest tests first, each file as one xdist group except the tutorials and the quick-profile
+# science, whose tests are spread one by one (tests/conftest.py: LONGEST_FIRST, SPREAD).
 TEST_WORKERS ?= 2
-PYTEST := python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST := python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-main: $(VENV)/.installed
 	$(VENV)/bin/$(PYTEST)

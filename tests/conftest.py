@@ -27,19 +27,35 @@ def _has_hooked_transformer() -> bool:
 HAS_HOOKED = _has_hooked_transformer()
 
 
-# The longest files, longest first (minutes on 2 cores): `make test` hands whole files to its
-# pytest-xdist workers in collection order (--dist loadfile --no-loadscope-reorder), and a long
-# file started last would leave one worker running it alone at the end
-LONGEST_FIRST = ("test_tutorials.py", "test_science.py", "test_sweep.py", "test_reproduce.py")
+# `make test` runs the suite on pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): work
+# goes out in collection order, so the longest tests come first (seconds on 2 cores, from
+# --durations), and a long one never starts last to run alone at the end. Each file stays on one
+# worker (an xdist group: its module fixtures are built once, Ray's cluster tests run one at a
+# time), except the files in SPREAD, whose long, independent tests go to whichever worker is free.
+LONGEST_FIRST = (
+    "test_tutorial_runs_top_to_bottom[05_",  # 505
+    "test_two_parents_each_layer_1_head_takes_one",  # 268
+    "test_many_random_trees_attend_to_their_true_parents",  # 179
+    "test_sweep.py",  # 250 in all
+    "test_tutorial_runs_top_to_bottom[03_",  # 125
+    "test_reproduce.py",  # 150 in all
+    "test_science.py",
+    "test_tutorials.py",
+)
+SPREAD = ("test_tutorials.py", "test_science.py")
 
 
 def _longest_first(item) -> int:
-    name = item.path.name
-    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    return next((rank for rank, name in enumerate(LONGEST_FIRST) if name in item.nodeid), len(LONGEST_FIRST))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_longest_first)  # stable: each file's own order is kept
+    items.sort(key=_longest_first)  # stable: the rest keep their order
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if item.path.name not in SPREAD:
+                item.add_marker(pytest.mark.xdist_group(item.path.name))
     markexpr = config.getoption("-m") or ""
     skip_slow = pytest.mark.skip(reason="slow reproduction: run with `make reproduce-tests` (-m slow)")
     skip_hooked = pytest.mark.skip(reason="needs HookedTransformer (TransformerLens 3)")
