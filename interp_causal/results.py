@@ -103,7 +103,9 @@ def check(experiment: str, reproduction: dict) -> list[dict]:
 
 
 def machine() -> dict:
-    """Where a reproduction ran: cores, Python, torch and TransformerLens versions, the platform."""
+    """Where a reproduction ran: cores, the CPU's model, Python, torch and TransformerLens versions,
+    the platform. The CPU goes in because wall times only compare on one model: the same suite
+    took 1.7-2.2x longer on one 2-core AMD EPYC VM than on another."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -112,8 +114,21 @@ def machine() -> dict:
         lens = version("transformer-lens")
     except PackageNotFoundError:  # pragma: no cover - a dependency
         lens = None
-    return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformer_lens": lens, "python": platform.python_version(), "platform": platform.platform()}
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformer_lens": lens, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``; ``platform.processor()`` elsewhere), or None."""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def now() -> str:
@@ -154,6 +169,10 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def _cpu(m: dict) -> str:
+    return f"{m['cpu']}, " if m.get("cpu") else ""
+
+
 def _verdict(checks: list[dict] | None) -> str:
     if not checks:
         return "no check recorded (docs/results.md has its numbers)"
@@ -177,7 +196,7 @@ def render_md(results: dict) -> str:
         e = results[key]
         m = e.get("machine") or {}
         lines += [f"## {e['experiment']}, {e['profile']} profile", "",
-                  f"{_minutes(e.get('wall_s'))} on {m.get('cores', '?')} cores ({m.get('torch_threads', '?')} torch "
+                  f"{_minutes(e.get('wall_s'))} on {m.get('cores', '?')} cores ({_cpu(m)}{m.get('torch_threads', '?')} torch "
                   f"threads), {e.get('date') or 'date not recorded'}; torch {m.get('torch', '?')}, TransformerLens "
                   f"{m.get('transformer_lens', '?')}, Python {m.get('python', '?')}, {m.get('platform', '?')}.", ""]
         lines += [checks_md(e.get("checks") or []) + table(e["rows"], markdown=True), ""]

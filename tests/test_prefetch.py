@@ -77,8 +77,12 @@ def test_threads_are_given_back(monkeypatch):
     try:
         seen = []
         monkeypatch.setattr(Recording, "train_step", lambda self, b: seen.append(torch.get_num_threads()) or 1.0)
-        trained(True)
-        assert set(seen) == {1} and torch.get_num_threads() == 2  # one thread while the worker draws
+        worker, here = trained(True), trained(False)
+        assert set(seen) == {1, 2} and seen[:60] == [1] * 60  # one thread while the worker draws
+        assert torch.get_num_threads() == 2
+        # summary.json says how the run trained, not what the process has afterwards
+        assert (worker.summary()["threads"], worker.summary()["data_worker"]) == (1, True)
+        assert (here.summary()["threads"], here.summary()["data_worker"]) == (2, False)
         monkeypatch.undo()
         with pytest.raises(TrainingDiverged):  # and after a run the guard stops
             trained(True, rec=recipe(optimizer="sgd", lr=1e7, weight_decay=0.0))

@@ -5,6 +5,7 @@ committed."""
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,25 @@ def test_the_committed_results_and_readme_table_are_rendered_from_results_json()
     assert (ROOT / "docs" / "results.md").read_text() == results.render_md(stored)
     readme = (ROOT / "README.md").read_text()
     assert results.render_readme_table(stored) in readme
+
+
+def test_a_reproduction_names_the_cpu_it_ran_on(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+                    "processor\t: 1\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n")
+    assert results.cpu_model(info) == "AMD EPYC 7B13"
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # no model name line (as on some ARM)
+    assert results.cpu_model(tmp_path / "arm") in (None, platform.processor() or None)
+    assert results.cpu_model(tmp_path / "missing") in (None, platform.processor() or None)
+    named, unnamed = _reproduction("chain", "paper", CHAIN, wall=1440.0), _reproduction("chain", "quick", CHAIN)
+    named["machine"]["cpu"] = "AMD EPYC 7B13"
+    md = results.render_md(results.collect(_runs(tmp_path, {"chain-paper": named, "chain-quick": unnamed})))
+    assert "24.0 min on 2 cores (AMD EPYC 7B13, 2 torch threads)" in md  # older entries have no cpu
+    assert "12 s on 2 cores (2 torch threads)" in md
+
+
+def _runs(tmp_path: Path, reps: dict) -> Path:
+    runs = tmp_path / "runs"
+    for name, rep in reps.items():
+        _write(runs, name, rep)
+    return runs

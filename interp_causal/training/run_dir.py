@@ -10,7 +10,7 @@
 | ``metrics.jsonl`` | the trainer, one row per evaluation | ``step, train_loss, test_loss, bayes_loss, <baseline>_loss, lr, elapsed_s`` |
 | ``probes.jsonl`` | ``probes.ProbeCallback`` | one probe record per line, with its ``step`` |
 | ``checkpoint.pt`` | the trainer, atomically | model, optimiser, schedule, data streams: resumes bit for bit |
-| ``summary.json`` | the trainer at the end of ``fit`` | :data:`SUMMARY_KEYS`, plus what callbacks add (``mechanisms``) |
+| ``summary.json`` | the trainer at the end of ``fit`` | :data:`SUMMARY_KEYS` (``threads``: those training ran on), ``data_worker`` (a worker process drew the data), what callbacks add (``mechanisms``) |
 | ``probe_summary.json`` | ``interp-causal probe`` | the full suite on the checkpoint; for Hugging Face checkpoints, the head map and formation steps |
 | ``trial.json`` | a sweep's trial (:mod:`interp_causal.sweep`) | the node, host, pid, threads and wall time it ran with |
 | ``reproduction.json`` | ``interp-causal reproduce`` | our numbers beside the paper's (``rows``) |

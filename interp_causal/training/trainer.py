@@ -158,6 +158,7 @@ class Trainer:
         if not (isinstance(prefetch, bool) or prefetch == "auto"):
             raise ValueError(f"prefetch: expected True, False or 'auto', got {prefetch!r}")
         self.prefetch, self._prefetcher, self._threads = prefetch, None, None
+        self._fit_threads, self._data_worker = None, False  # how the last fit trained: summary.json
         test_rng = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
         self.test_batch = task.sample(recipe.test_size, test_rng)
         self.reference_losses = baseline_losses(self.test_batch.tokens, self.test_batch.target, task)
@@ -224,6 +225,7 @@ class Trainer:
         bar = self.progress_bar()
         try:
             self._start_prefetch(stop - self.step)
+            self._fit_threads, self._data_worker = torch.get_num_threads(), self._prefetcher is not None
             while self.step < stop:
                 self.end_step(self.train_step(self.next_batch()), bar)
             self.pause()
@@ -324,7 +326,9 @@ class Trainer:
             "gap": last["test_loss"] - bayes,
             "gap_pct": 100.0 * (last["test_loss"] - bayes) / bayes,
             "baselines": self.reference_losses,
-            "threads": torch.get_num_threads(),
+            # the threads training ran on (one fewer than the process has while a data worker draws)
+            "threads": self._fit_threads or torch.get_num_threads(),
+            "data_worker": self._data_worker,
         }
         if self.interventions:
             out["interventions"] = self.interventions.describe()
