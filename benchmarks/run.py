@@ -160,6 +160,41 @@ def bench_layer1_tables(name: str, task: InContextTask, heads: tuple[int, ...], 
                1000 * statistics.median(times[False]), "time")
 
 
+def bench_kernel_step(name: str, task: InContextTask, heads: tuple[int, ...], K: int, repeats: int) -> dict:
+    """The structured path's forward and backward pass (loss included, no optimiser) for ``K``
+    stacked paper models at batch 1024: the compiled kernel (``models/native.py``) against the
+    same path in torch ops (``INTERP_CAUSAL_NATIVE=0``), alternated in one process."""
+    from interp_causal.models import native, structured
+    from interp_causal.training.trainer import soft_target_loss
+
+    models = [paper_model(task, heads=heads, init="normal", seed=k) for k in range(K)]
+    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    batch = task.sample(1024 * K, torch.Generator().manual_seed(0))
+    tokens, target = batch.tokens.view(K, 1024, -1), batch.target.view(K, 1024, -1)
+
+    def step():
+        for p in params:
+            p.grad = None
+        soft_target_loss(structured.stacked_last_logits(models, tokens), target).sum().backward()
+
+    times: dict[str, list[float]] = {"kernel": [], "torch": []}
+    before = os.environ.get(native.ENV_SWITCH)
+    try:
+        for i in range(repeats):
+            for way in (("kernel", "torch") if i % 2 == 0 else ("torch", "kernel")):
+                os.environ[native.ENV_SWITCH] = "1" if way == "kernel" else "0"
+                times[way].append(median_time(step, 5, warmup=2))
+    finally:
+        if before is None:
+            os.environ.pop(native.ENV_SWITCH, None)
+        else:
+            os.environ[native.ENV_SWITCH] = before
+    if native.library() is None:
+        raise RuntimeError("the compiled kernel is unavailable here: no C compiler?")
+    return row(name, 1000 * statistics.median(times["kernel"]), "ms", "the structured path in torch ops",
+               1000 * statistics.median(times["torch"]), "time")
+
+
 def bench_stacked_trees(K: int, steps: int, repeats: int) -> dict:
     """Fig. 9's many-trees training: K graphs (S = 3, SGD lr 1, batch 1024), all in (sampling, step,
     evaluations) for ``steps`` steps, stacked (``training.fit_stacked``) against K trainers one after
@@ -468,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         ("paper_step_ms_h11", lambda: bench_paper_step("paper_step_ms_h11", chain, (1, 1), "paper-sgd", 2 * r)),
         ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
         ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
+        ("kernel_step_ms_chain", lambda: bench_kernel_step("kernel_step_ms_chain", chain, (1, 1), 1, r)),
+        ("kernel_step_ms_two_parent", lambda: bench_kernel_step("kernel_step_ms_two_parent", two_parent, (2, 1), 1, r)),
+        ("kernel_step_ms_trees_s3_k20", lambda: bench_kernel_step("kernel_step_ms_trees_s3_k20", trees_s3, (1, 1), 20,
+                                                                  1 if args.quick else 5)),
         ("layer1_tables_step_ms_trees_s3", lambda: bench_layer1_tables("layer1_tables_step_ms_trees_s3", trees_s3, (1, 1),
                                                                        "paper-trees", r)),
         ("layer1_tables_step_ms_h21", lambda: bench_layer1_tables("layer1_tables_step_ms_h21", two_parent, (2, 1),

@@ -121,14 +121,19 @@ def machine() -> dict:
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     """The CPU's model name (Linux's ``/proc/cpuinfo``; ``platform.processor()`` elsewhere), or None."""
+    return cpuinfo_field("model name", cpuinfo) or platform.processor() or None
+
+
+def cpuinfo_field(name: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The first CPU's ``name`` line of Linux's ``/proc/cpuinfo`` (``"model name"``, ``"flags"``), or None."""
     try:
         for line in Path(cpuinfo).read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
+            if key.strip() == name and value.strip():
                 return value.strip()
     except OSError:
         pass
-    return platform.processor() or None
+    return None
 
 
 def now() -> str:

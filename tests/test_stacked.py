@@ -74,7 +74,7 @@ def each_alone(models: list, batches: list, logits_of) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_stacked_logits_and_gradients_equal_each_models_own_forward(case):
+def test_stacked_logits_and_gradients_equal_each_models_own_forward(case, structured_path):
     models, batches = models_and_batches(case, 3, 10)
     # the reference: TransformerLens's own forward
     want, want_grads = each_alone(models, batches, lambda model, tokens: model(tokens)[:, -1])
@@ -93,7 +93,7 @@ def test_stacked_logits_and_gradients_equal_each_models_own_forward(case):
 # one head per layer, as sweeps of the paper model have it; with heads (2, 1) the readout's
 # gradient still differs by ~1.5e-8 (one model's mm against the stack's bmm), left to the test above
 @pytest.mark.parametrize("case", [c for c in CASES if c.endswith("(1,1)")])
-def test_a_model_stacked_computes_bit_for_bit_what_it_computes_alone(case):
+def test_a_model_stacked_computes_bit_for_bit_what_it_computes_alone(case, structured_path):
     """Not just to 1e-5: AdamW turns gradients of ~1e-9 into full steps, so a stacked sweep equals
     its one-by-one runs only if the two computations round alike (on the bridge, whose weights are
     transposed views, they did not until both took the weights contiguous)."""

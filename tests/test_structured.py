@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_causal.models import paper_layout, paper_model, standard_model, structured
+from interp_causal.models import native, paper_layout, paper_model, standard_model, structured
 from interp_causal.tasks import CausalGraph, InContextTask
 from interp_causal.training import Recipe, Trainer, last_position_loss
 
@@ -74,7 +74,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("init", ["random", "zero", "normal"])
-def test_structured_equals_hooked(case, init):
+def test_structured_equals_hooked(case, init, structured_path):
     make_task, heads = CASES[case]
     task = make_task()
     model = paper_model(task, heads=heads, init="zero" if init == "zero" else "normal", seed=3)
@@ -91,7 +91,8 @@ def test_structured_equals_hooked(case, init):
 @pytest.mark.parametrize("layer1", ["tables", "gathered"])
 def test_both_ways_of_reading_layer_1_equal_the_hooked_model(monkeypatch, case, layer1):
     """Layer 1 through exp-tables and matrix products, or through its gathered patterns, whatever
-    the vocabulary size would choose."""
+    the vocabulary size would choose (the torch path; the compiled kernel switched off)."""
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
     monkeypatch.setattr(structured, "TABLES_MAX_VOCAB", 10**6 if layer1 == "tables" else 0)
     make_task, heads = CASES[case]
     task = make_task()
@@ -105,6 +106,7 @@ def test_both_ways_of_reading_layer_1_equal_the_hooked_model(monkeypatch, case, 
 def test_tables_whose_exp_underflows_leave_the_batch_to_the_gathered_patterns(monkeypatch):
     """A score of +120 for one token pair: a row whose sequence lacks that token lies 120 below its
     table row's largest score, exp underflows to 0, and the batch must still come out exact."""
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
     task = two_parent_task()
     model = paper_model(task, heads=(2, 1), init="normal", seed=3)
     randomise(model, seed=8, scale=0.3)
@@ -119,7 +121,7 @@ def test_tables_whose_exp_underflows_leave_the_batch_to_the_gathered_patterns(mo
     assert fell_back and all(fell_back)
 
 
-def test_structured_equals_hooked_at_init_zero_after_a_step():
+def test_structured_equals_hooked_at_init_zero_after_a_step(structured_path):
     """Zero init has a zero A gradient; one SGD step on W makes every gradient non-zero."""
     task = chain_task()
     model = paper_model(task, init="zero")
@@ -139,7 +141,7 @@ def test_other_depths_and_head_counts(heads):
     assert_same(model, batch.tokens, batch.target)
 
 
-def test_shorter_sequences_than_the_context():
+def test_shorter_sequences_than_the_context(structured_path):
     task = chain_task()
     model = paper_model(task, init="normal")
     randomise(model, seed=9)
@@ -147,7 +149,7 @@ def test_shorter_sequences_than_the_context():
     assert_same(model, batch.tokens[:, :13], batch.target)
 
 
-def test_reduced_model_keeps_its_gradient_masks():
+def test_reduced_model_keeps_its_gradient_masks(structured_path):
     task = chain_task()
     model = paper_model(task, reduced=True)
     with torch.no_grad():
@@ -203,7 +205,7 @@ def test_standard_presets_take_the_generic_path():
 
 
 @pytest.mark.parametrize("optimizer, lr, atol", [("sgd", 1.0, 1e-5), ("adamw", 5e-2, 2e-3)])
-def test_training_is_the_same_on_both_paths(optimizer, lr, atol):
+def test_training_is_the_same_on_both_paths(optimizer, lr, atol, structured_path):
     """A few steps through the trainer: structured path vs the hooked forward (forced by a no-op
     hook) end at the same weights.
 

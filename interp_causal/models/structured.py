@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from interp_causal.models import native
 from interp_causal.models.backend import lens_classes
 from interp_causal.models.paper import is_paper_model, paper_layout
 
@@ -149,6 +150,10 @@ def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> t
     m0, m1 = layout.heads
     w1 = layout.widths[1]
     *K, B, n = x.shape
+    if not patterns and native.applies(weights, x):
+        _check_tokens(x, S, T)  # the kernel indexes memory with them
+        final = native.PaperTwoLayers.apply(A0 if K else A0[None], A1 if K else A1[None], x if K else x[None], S, T)
+        return torch.addmm(b_U, final[0], W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
 
     # ---- layer 1: scores[h, b, i, j] = h_i^T A_h h_j = Q_h[(i, s_i), (j, s_j)], one lookup in the
     # table Q_h[i, x, j, y] = A[x, y] + A[x, S + j] + A[S + i, y] + A[S + i, S + j] (+ causal mask),
@@ -186,6 +191,14 @@ def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> t
             outs += [_scatter(r, x, S), _pad(r, pad)]
     final = torch.cat(outs, dim=-1)  # [*K, B, w1 (1 + m1)] = [*K, B, d_model]
     return torch.addmm(b_U, final, W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
+
+
+def _check_tokens(x: torch.Tensor, S: int, T: int) -> None:
+    if x.shape[-1] > T or x.shape[-1] < 1:
+        raise ValueError(f"tokens: expected 1 to {T} positions, got shape {list(x.shape)}")
+    low, high = int(x.min()), int(x.max())
+    if low < 0 or high >= S:
+        raise ValueError(f"tokens: expected values in [0, {S}), got values from {low} to {high}")
 
 
 # Layer 1 by tables (:class:`_Tables`) up to this vocabulary size, by gathered patterns above it:

@@ -1,0 +1,200 @@
+"""The structured path's two-layer model as one compiled kernel (``paper_kernel.c``), on the CPU.
+
+The torch version of :func:`interp_causal.models.structured.last_logits` runs a dozen passes over
+``[batch, n, n]`` tensors per training step, each bound by memory. The kernel computes the same
+function one sequence at a time, its attention rows staying in L1 through the forward and the
+backward pass (the backward recomputes the forward rather than storing it). It is compiled with
+the machine's C compiler the first time it is needed, once per machine and source: the shared
+library is cached under ``$INTERP_CAUSAL_CACHE`` (default ``~/.cache/interp-causal``), written to a
+temporary file and renamed, so concurrent processes never load a half-written one.
+
+Where there is no C compiler, or ``INTERP_CAUSAL_NATIVE=0``, :func:`library` is None and the
+structured path stays in torch, the same function to float rounding
+(``tests/test_structured.py`` checks both against the hooked model).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+SOURCE = Path(__file__).with_name("paper_kernel.c")
+# the kernel writes its vectors out (GCC's and clang's vector extensions); -march=native: AVX2 and
+# FMA where the CPU has them (the cache key names the CPU); no -ffast-math, so inf and NaN
+# propagate as in torch
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+ENV_SWITCH = "INTERP_CAUSAL_NATIVE"
+SAVE_MAX_BYTES = 256 * 2**20
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("INTERP_CAUSAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "interp-causal")
+    return Path(root) / "kernels"
+
+
+def _compile() -> ctypes.CDLL | None:
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        return None
+    from interp_causal.results import cpuinfo_field
+
+    # -march=native: a library built for one CPU may not run on another that shares the cache
+    machine = (platform.machine(), cpuinfo_field("model name"), cpuinfo_field("flags"))
+    key = hashlib.sha256(SOURCE.read_bytes() + repr((compiler, FLAGS, machine)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"paper_kernel-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            if done.returncode != 0:
+                warnings.warn(f"interp_causal: compiling {SOURCE.name} failed, the structured path stays in torch:\n"
+                              f"{done.stderr[-2000:]}", RuntimeWarning, stacklevel=3)
+                return None
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    i, p = ctypes.c_int, ctypes.c_void_p
+    lib.paper_forward.argtypes = [i] * 9 + [p] * 5
+    lib.paper_backward.argtypes = [i] * 9 + [p] * 7
+    lib.paper_saved_size.argtypes = [i] * 5
+    lib.paper_forward.restype = lib.paper_backward.restype = lib.paper_saved_size.restype = ctypes.c_int
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where it cannot be built or ``INTERP_CAUSAL_NATIVE=0``."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    with _lock:
+        if "lib" not in _state:
+            try:
+                _state["lib"] = _compile()
+            except OSError as err:  # no writable cache, a library that does not load
+                warnings.warn(f"interp_causal: the compiled kernel is unavailable ({err}); the structured path "
+                              "stays in torch", RuntimeWarning, stacklevel=2)
+                _state["lib"] = None
+        return _state["lib"]
+
+
+def applies(tensors: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> bool:
+    """The kernel can run these weights and tokens: float32 and int64 on the CPU, and it is built."""
+    return (tokens.device.type == "cpu" and tokens.dtype == torch.int64
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and library() is not None)
+
+
+def _ranges(batch: int) -> list[tuple[int, int]]:
+    """Rows ``[b0, b1)`` per thread: torch's thread count, each part at least 64 sequences."""
+    parts = max(1, min(torch.get_num_threads(), batch // 64))
+    bounds = [batch * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _state.get("pool")
+        if pool is None or pool._max_workers < workers:
+            pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="interp-causal-kernel")
+        return pool
+
+
+def _run(call, K: int, B: int, ranges: list[tuple[int, int]], args) -> None:
+    """``call(K, B, b0, b1, *args(part))`` for each range of rows, in parallel threads (ctypes
+    releases the GIL)."""
+    if len(ranges) == 1:
+        codes = [call(K, B, *ranges[0], *args(0))]
+    else:
+        futures = [_pool(len(ranges)).submit(call, K, B, b0, b1, *args(i)) for i, (b0, b1) in enumerate(ranges)]
+        codes = [f.result() for f in futures]
+    if any(codes):
+        raise MemoryError("interp_causal: the compiled kernel could not allocate its scratch memory")
+
+
+def _take_buffer(numel: int) -> torch.Tensor:
+    """A float32 buffer of ``numel`` elements, reused from an earlier backward pass when one is free."""
+    with _lock:
+        free = _state.setdefault("buffers", {}).get(numel)
+        if free:
+            return free.pop()
+    return torch.empty(numel)
+
+
+def _give_buffer(buffer: torch.Tensor) -> None:
+    with _lock:
+        free = _state.setdefault("buffers", {}).setdefault(buffer.numel(), [])
+        if len(free) < 2:
+            free.append(buffer)
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+class PaperTwoLayers(torch.autograd.Function):
+    """``final`` ``[K, B, dm]`` (the residual stream at the last position) from ``A0`` ``[K, m0, d0, d0]``,
+    ``A1`` ``[K, m1, w1, w1]`` and tokens ``[K, B, n]``; differentiable in ``A0`` and ``A1``."""
+
+    @staticmethod
+    def forward(ctx, A0: torch.Tensor, A1: torch.Tensor, x: torch.Tensor, S: int, T: int) -> torch.Tensor:
+        lib = library()
+        A0, A1, x = A0.detach().contiguous(), A1.detach().contiguous(), x.contiguous()
+        K, m0, m1 = A0.shape[0], A0.shape[1], A1.shape[1]
+        B, n = x.shape[1:]
+        dims = (S, T, n, m0, m1)
+        final = torch.empty(K, B, A1.shape[-1] * (1 + m1))
+        # the state the backward pass reads (attention rows and layer 2's values), when there is
+        # one: storing it costs less than computing the forward pass again (chain step 2.4 ms
+        # against 3.6), in a buffer that the backward pass gives back for the next step (fresh
+        # pages' first touch would cost more than the recomputation: K = 20 trees, 43 MB, 72 ms
+        # against 65)
+        size = K * B * lib.paper_saved_size(*dims)
+        train = any(ctx.needs_input_grad[:2]) and size * 4 <= SAVE_MAX_BYTES
+        saved = _take_buffer(size) if train else torch.empty(0)
+        _run(lib.paper_forward, K, B, _ranges(B),
+             lambda i: (*dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(final), _ptr(saved) if train else None))
+        ctx.save_for_backward(A0, A1, x, final, saved)
+        ctx.dims = dims
+        return final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dfinal: torch.Tensor):
+        lib = library()
+        A0, A1, x, final, saved = ctx.saved_tensors
+        S, T, n, m0, m1 = ctx.dims
+        K, B = x.shape[:2]
+        d0, w1 = S + T, A1.shape[-1]
+        dfinal = dfinal.contiguous()
+        ranges = _ranges(B)
+        dA0 = torch.zeros(len(ranges), K, m0, d0, d0, dtype=torch.float64)
+        dv = torch.empty(K, B, m1, w1)
+        # a second backward pass through the same graph (retain_graph) recomputes: the buffer may
+        # serve another forward pass by then
+        stored = saved.numel() > 0 and not getattr(ctx, "released", False)
+        _run(lib.paper_backward, K, B, ranges, lambda i: (*ctx.dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(dfinal),
+                                                          _ptr(saved) if stored else None, _ptr(dA0[i]), _ptr(dv)))
+        if stored:
+            ctx.released = True
+            _give_buffer(saved)
+        hq = final[..., :w1]  # [K, B, w1]
+        dA1 = torch.bmm(hq.transpose(1, 2), dv.view(K, B, m1 * w1)).view(K, w1, m1, w1).transpose(1, 2)
+        return dA0.sum(0).float(), dA1, None, None, None
