@@ -225,6 +225,32 @@ def bench_stacked_trees(K: int, steps: int, repeats: int) -> dict:
                f"{K} trainers one after another", 1000 * statistics.median(times["one by one"]), "time")
 
 
+def bench_stacked_trees_processes(K: int, steps: int, repeats: int) -> dict:
+    """Fig. 9's K trees through ``run_trials(engine="stacked")`` as ``reproduce many-trees`` runs
+    them: by default split over torch's threads as processes at one thread each, against one
+    process stacking all K on all threads (``cpus_per_trial`` = threads), alternated; ms per
+    model-step, wall time from the call to its return (process start-up included)."""
+    from interp_causal.sweep.trials import Trial, run_trials
+    from interp_causal.training import make_config
+
+    recipe = get_recipe("paper-trees").with_overrides(steps=steps, eval_every=max(1, steps // 2), test_size=2**13)
+    configs = [make_config(InContextTask(CausalGraph.random_tree(20, torch.Generator().manual_seed(g), version=2), 3,
+                                         0.1), "paper", recipe, g) for g in range(K)]
+    threads = torch.get_num_threads()
+    times: dict[str, list[float]] = {"processes": [], "threads": []}
+    for i in range(repeats):
+        for way in (("processes", "threads") if i % 2 == 0 else ("threads", "processes")):
+            with tempfile.TemporaryDirectory() as tmp:
+                trials = [Trial(f"graph-{g:02d}", c, Path(tmp) / f"graph-{g:02d}") for g, c in enumerate(configs)]
+                start = time.perf_counter()
+                run_trials(trials, probes=False, progress=False, engine="stacked",
+                           cpus_per_trial=None if way == "processes" else threads)
+                times[way].append((time.perf_counter() - start) / (K * steps))
+    return row(f"stacked_trees_step_ms_k{K}_processes", 1000 * statistics.median(times["processes"]),
+               "ms per model-step", f"one process stacking all {K} on {threads} threads",
+               1000 * statistics.median(times["threads"]), "time")
+
+
 def bench_last_position_step(task: InContextTask, repeats: int) -> dict:
     """Fig. 8's standard transformer (2 layers, an MLP, batch 1024) stepped as the trainer steps it
     (``auto``: its last block at the last position only), against its own forward (``hooked``),
@@ -517,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                         (2, 1), "paper-adamw", 1024 if args.quick else 1536,
                                                                         1 if args.quick else 3)),
         ("stacked_trees_step_ms_k20", lambda: bench_stacked_trees(20, 50 if args.quick else 200, 1 if args.quick else 3)),
+        ("stacked_trees_step_ms_k20_processes", lambda: bench_stacked_trees_processes(20, 150 if args.quick else 400,
+                                                                                      1 if args.quick else 3)),
         ("standard_attn_only_step_ms", lambda: bench_standard_step(chain, r)),
         ("standard_3x4_d64_step_ms", lambda: bench_standard_multilayer_step(chain, r)),
         ("standard_mlp_step_ms_last_position", lambda: bench_last_position_step(chain, r)),

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Ray cluster to run on (default: $RAY_ADDRESS, else an embedded cluster on this machine)")
     sweep.add_argument("--engine", choices=ENGINES, default="ray",
                        help="ray: trials in parallel on Ray (default); stacked: on this machine, the trials that "
-                            "share a layout trained as one computation (two-layer paper models), the rest one by one; "
+                            "share a layout trained as one computation (two-layer paper models; without --cpus-per-trial "
+                            "in one process per torch thread, each at one thread), the rest one by one; "
                             "local: here, one after another")
     sweep.add_argument("--cpus-per-trial", type=positive_int, default=None,
                        help="CPUs (and torch threads) per trial (default: the machine's CPUs over the trials, at least 1)")

@@ -298,3 +298,59 @@ def test_many_trees_trains_its_graphs_as_trials_with_the_numbers_of_one_by_one_r
         train_run(make_config(InContextTask(graph, 3, 0.1), "paper", recipe, g), tmp_path / f"one-{g}", progress=False)
         _, model, _, _ = load_run(tmp_path / f"one-{g}")
         assert abs(analysis.parent_scores(analysis.position_attention(model, 0), graph)[0]["mass"] - mass) <= 1e-5
+
+
+def test_the_stacked_engine_splits_its_trials_over_processes_at_one_thread_each(tmp_path):
+    """With torch at 2 threads and no cpus_per_trial, four stackable trials train as two stacks of
+    two, in two other processes at one thread each, and end where one process stacking them at
+    one thread ends (each model's computation does not depend on what it is stacked with)."""
+    from interp_causal.sweep.trials import Trial, run_trials
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, make_config
+
+    recipe = get_recipe("fast").with_overrides(steps=12, batch_size=32, eval_every=6, test_size=64)
+    task = InContextTask(CausalGraph.chain(8), 4)
+    configs = {f"seed-{k}": make_config(task, "paper", recipe, k) for k in range(4)}
+
+    def trials(where: str) -> list:
+        return [Trial(name, config, tmp_path / where / name) for name, config in configs.items()]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        split = run_trials(trials("split"), probes=False, engine="stacked", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    pids = {r["pid"] for r in split.values()}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(r["threads"] == 1 and r["stacked"] == 2 for r in split.values())
+    together = run_trials(trials("together"), probes=False, engine="stacked", progress=False, cpus_per_trial=1)
+    assert all(r["pid"] == os.getpid() and r["stacked"] == 4 for r in together.values())
+    for name in configs:
+        a = RunDir(tmp_path / "split" / name).load_checkpoint()["model"]
+        b = RunDir(tmp_path / "together" / name).load_checkpoint()["model"]
+        assert all(torch.allclose(v, b[k], rtol=0, atol=1e-6) for k, v in a.items()), name
+        assert split[name]["summary"]["final_test_loss"] == pytest.approx(together[name]["summary"]["final_test_loss"],
+                                                                         abs=1e-6)
+    w = [RunDir(tmp_path / "split" / n).load_checkpoint()["model"]["blocks.0.attn.W_Q"] for n in configs]
+    assert (w[0] - w[1]).abs().max() > 1e-3  # they trained, and apart
+
+
+def test_a_share_that_fails_in_its_process_reports_the_error_for_its_trials(tmp_path):
+    from interp_causal.sweep.trials import Trial, run_trials
+    from interp_causal.tasks import CausalGraph, InContextTask
+    from interp_causal.training import get_recipe, make_config
+
+    recipe = get_recipe("fast").with_overrides(steps=4, batch_size=16, eval_every=2, test_size=32)
+    good = make_config(InContextTask(CausalGraph.chain(6), 3), "paper", recipe, 0)
+    bad = json.loads(json.dumps(good))
+    bad["task"]["vocab_size"] = 1
+    trials = [Trial("good", good, tmp_path / "good"), Trial("bad", bad, tmp_path / "bad")]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = run_trials(trials, probes=False, engine="stacked", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert "vocab_size: expected an int >= 2" in results["bad"]["error"]
+    assert results["good"]["summary"]["final_test_loss"] > 0 and results["good"]["threads"] == 1
