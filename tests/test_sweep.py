@@ -332,8 +332,8 @@ def test_the_stacked_engine_splits_its_trials_over_processes_at_one_thread_each(
         assert all(torch.allclose(v, b[k], rtol=0, atol=1e-6) for k, v in a.items()), name
         assert split[name]["summary"]["final_test_loss"] == pytest.approx(together[name]["summary"]["final_test_loss"],
                                                                          abs=1e-6)
-    w = [RunDir(tmp_path / "split" / n).load_checkpoint()["model"]["blocks.0.attn.W_Q"] for n in configs]
-    assert (w[0] - w[1]).abs().max() > 1e-3  # they trained, and apart
+    w = [RunDir(tmp_path / "split" / n).load_checkpoint()["model"] for n in configs]  # keys differ by backend
+    assert max(float((w[0][k].double() - w[1][k].double()).abs().max()) for k in w[0] if w[0][k].numel()) > 1e-3
 
 
 def test_a_share_that_fails_in_its_process_reports_the_error_for_its_trials(tmp_path):
