@@ -47,7 +47,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
 
 # Every experiment's quick and paper profile, one at a time, then docs/results.md and the README's
-# table from their reproduction.json (1.2 to 1.8 hours on 2 cores, depending on the CPU; see docs/results.md).
+# table from their reproduction.json (about 65 minutes on a 2-core AMD EPYC; see docs/results.md).
 EXPERIMENTS_RUN := gradient chain standard multi-parent many-trees
 reproduce: $(VENV)/.installed
 	for e in $(EXPERIMENTS_RUN); do for p in quick paper; do \
