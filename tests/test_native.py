@@ -7,7 +7,10 @@ threads, the stored-or-recomputed state, and the fallback where there is no comp
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,7 +127,20 @@ def test_a_second_backward_pass_through_a_retained_graph_is_right():
     assert torch.equal(model.blocks[0].attn.W_Q.grad, first)
 
 
-def test_two_threads_split_the_batch_and_agree_with_one():
+def _cc_has_openmp(tmp_path) -> bool:
+    source = tmp_path / "omp.c"
+    source.write_text("#include <omp.h>\nint f(void) { return omp_get_max_threads(); }\n")
+    done = subprocess.run([shutil.which("cc"), "-fopenmp", "-fPIC", "-shared", str(source), "-o", str(tmp_path / "omp.so")],
+                          capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("way", ["openmp", "python threads"])
+def test_two_threads_split_the_batch_and_agree_with_one(way, monkeypatch, tmp_path):
+    if way == "openmp" and not _cc_has_openmp(tmp_path):
+        pytest.skip("the C compiler has no OpenMP")
+    monkeypatch.setitem(native._state, "python_threads", way == "python threads")
+    assert native.openmp() == (way == "openmp")
     task, model = _model(10, 20, (1, 1))
     batch = task.sample(256, torch.Generator().manual_seed(6))
     before = torch.get_num_threads()
@@ -165,6 +181,59 @@ def test_without_a_compiler_the_structured_path_stays_in_torch(monkeypatch, tmp_
     assert any("compiling paper_kernel.c failed" in str(w.message) for w in caught)
     assert list(tmp_path.rglob("*.so")) == []  # nothing half-written is left
     assert torch.allclose(structured.last_logits(model, tokens), off, atol=TOL)
+
+
+def test_a_compiler_without_openmp_builds_the_kernel_for_python_threads(monkeypatch, tmp_path):
+    task, model = _model(10, 20, (1, 1))
+    tokens = task.sample(256, torch.Generator().manual_seed(9)).tokens
+    want = structured.last_logits(model, tokens)
+    fake = tmp_path / "cc-without-openmp"  # refuses -fopenmp, passes anything else to the real cc
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {shutil.which("cc")} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("INTERP_CAUSAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(fake))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback build is not a failure
+        assert native.library() is not None
+    assert not native.openmp() and len(list((tmp_path / "cache").rglob("*.so"))) == 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.equal(structured.last_logits(model, tokens), want)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_kernel_runs_on_torchs_openmp_runtime(tmp_path):
+    """A second OpenMP runtime would keep its own team of threads spinning on the cores torch's use.
+    (Other packages may bring their own, e.g. sentencepiece's: the kernel must add none.)"""
+    if not _cc_has_openmp(tmp_path):
+        pytest.skip("the C compiler has no OpenMP")
+    script = """
+import torch
+from pathlib import Path
+from interp_causal.models import native, paper_model, structured
+from interp_causal.tasks import CausalGraph, InContextTask
+
+def runtimes():
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split()[-1] for line in maps if "gomp" in line or "libomp" in line or "libiomp" in line}
+
+torch.set_num_threads(2)
+task = InContextTask(CausalGraph.chain(10), 5)
+model = paper_model(task)
+tokens = task.sample(256, torch.Generator().manual_seed(0)).tokens
+before = runtimes()
+assert "lib" not in native._state  # not loaded yet
+structured.last_logits(model, tokens)
+assert native.openmp() and len(native._ranges(256)) == 2
+print(sorted(before), sorted(runtimes()))
+assert runtimes() == before, (before, runtimes())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):

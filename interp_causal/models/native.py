@@ -3,10 +3,12 @@
 The torch version of :func:`interp_causal.models.structured.last_logits` runs a dozen passes over
 ``[batch, n, n]`` tensors per training step, each bound by memory. The kernel computes the same
 function one sequence at a time, its attention rows staying in L1 through the forward and the
-backward pass (the backward recomputes the forward rather than storing it). It is compiled with
-the machine's C compiler the first time it is needed, once per machine and source: the shared
-library is cached under ``$INTERP_CAUSAL_CACHE`` (default ``~/.cache/interp-causal``), written to a
-temporary file and renamed, so concurrent processes never load a half-written one.
+backward pass (the forward stores them for the backward in a reused buffer, or the backward
+recomputes them). A batch is split over torch's threads: the library is built with OpenMP and
+shares torch's ``libgomp``, or, where the compiler has no OpenMP, over Python threads. It is
+compiled with the machine's C compiler the first time it is needed, once per machine and source:
+the shared library is cached under ``$INTERP_CAUSAL_CACHE`` (default ``~/.cache/interp-causal``),
+written to a temporary file and renamed, so concurrent processes never load a half-written one.
 
 Where there is no C compiler, or ``INTERP_CAUSAL_NATIVE=0``, :func:`library` is None and the
 structured path stays in torch, the same function to float rounding
@@ -35,6 +37,9 @@ SOURCE = Path(__file__).with_name("paper_kernel.c")
 # FMA where the CPU has them (the cache key names the CPU); no -ffast-math, so inf and NaN
 # propagate as in torch
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+# tried first: the batch's parts then run on torch's own OpenMP threads (paper_kernel.c's *_parts);
+# a compiler without OpenMP builds with FLAGS alone, and the parts go to Python threads
+OPENMP_FLAGS = ("-fopenmp",)
 ENV_SWITCH = "INTERP_CAUSAL_NATIVE"
 SAVE_MAX_BYTES = 256 * 2**20
 
@@ -55,29 +60,53 @@ def _compile() -> ctypes.CDLL | None:
 
     # -march=native: a library built for one CPU may not run on another that shares the cache
     machine = (platform.machine(), cpuinfo_field("model name"), cpuinfo_field("flags"))
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((compiler, FLAGS, machine)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"paper_kernel-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        try:
-            done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-            if done.returncode != 0:
-                warnings.warn(f"interp_causal: compiling {SOURCE.name} failed, the structured path stays in torch:\n"
-                              f"{done.stderr[-2000:]}", RuntimeWarning, stacklevel=3)
-                return None
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    errors = []
+    for flags in ((*FLAGS, *OPENMP_FLAGS), FLAGS):
+        key = hashlib.sha256(SOURCE.read_bytes() + repr((compiler, flags, machine)).encode()).hexdigest()[:16]
+        target = _cache_dir() / f"paper_kernel-{key}.so"
+        if target.exists() or _build(compiler, flags, target, errors):
+            return _load(target)
+    warnings.warn(f"interp_causal: compiling {SOURCE.name} failed, the structured path stays in torch:\n"
+                  f"{errors[-1][-2000:]}", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _build(compiler: str, flags: tuple[str, ...], target: Path, errors: list[str]) -> bool:
+    """Compile to ``target`` through a temporary file (renamed when complete); False, with the
+    compiler's message in ``errors``, when it fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        if done.returncode != 0:
+            errors.append(done.stderr)
+            return False
+        os.replace(tmp, target)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(target: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.paper_forward.argtypes = [i] * 9 + [p] * 5
     lib.paper_backward.argtypes = [i] * 9 + [p] * 7
+    lib.paper_forward_parts.argtypes = [i, p] + [i] * 7 + [p] * 5
+    lib.paper_backward_parts.argtypes = [i, p] + [i] * 7 + [p] * 7
     lib.paper_saved_size.argtypes = [i] * 5
-    lib.paper_forward.restype = lib.paper_backward.restype = lib.paper_saved_size.restype = ctypes.c_int
+    for fn in (lib.paper_forward, lib.paper_backward, lib.paper_forward_parts, lib.paper_backward_parts,
+               lib.paper_saved_size, lib.paper_openmp):
+        fn.restype = ctypes.c_int
     return lib
+
+
+def openmp() -> bool:
+    """Whether the kernel splits a batch over torch's OpenMP threads (else over Python threads)."""
+    lib = library()
+    return lib is not None and bool(lib.paper_openmp()) and not _state.get("python_threads", False)
 
 
 def library() -> ctypes.CDLL | None:
@@ -111,18 +140,25 @@ def _ranges(batch: int) -> list[tuple[int, int]]:
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     with _lock:
-        pool = _state.get("pool")
-        if pool is None or pool._max_workers < workers:
+        pool, size = _state.get("pool"), _state.get("pool_workers", 0)
+        if pool is None or size < workers:
             pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="interp-causal-kernel")
+            _state["pool_workers"] = workers
         return pool
 
 
-def _run(call, K: int, B: int, ranges: list[tuple[int, int]], args) -> None:
-    """``call(K, B, b0, b1, *args(part))`` for each range of rows, in parallel threads (ctypes
-    releases the GIL)."""
+def _run(name: str, K: int, B: int, ranges: list[tuple[int, int]], args) -> None:
+    """``paper_{name}(K, B, b0, b1, *args(part))`` for each range of rows, in parallel: on torch's
+    OpenMP threads by one call of ``paper_{name}_parts`` (``args(0)``: its per-part output is the
+    first part's pointer into a contiguous block), or on Python threads (ctypes releases the GIL)."""
+    lib = library()
     if len(ranges) == 1:
-        codes = [call(K, B, *ranges[0], *args(0))]
+        codes = [getattr(lib, f"paper_{name}")(K, B, *ranges[0], *args(0))]
+    elif openmp():
+        bounds = (ctypes.c_int * (len(ranges) + 1))(*(b0 for b0, _ in ranges), ranges[-1][1])
+        codes = [getattr(lib, f"paper_{name}_parts")(len(ranges), bounds, K, B, *args(0))]
     else:
+        call = getattr(lib, f"paper_{name}")
         futures = [_pool(len(ranges)).submit(call, K, B, b0, b1, *args(i)) for i, (b0, b1) in enumerate(ranges)]
         codes = [f.result() for f in futures]
     if any(codes):
@@ -169,7 +205,7 @@ class PaperTwoLayers(torch.autograd.Function):
         size = K * B * lib.paper_saved_size(*dims)
         train = any(ctx.needs_input_grad[:2]) and size * 4 <= SAVE_MAX_BYTES
         saved = _take_buffer(size) if train else torch.empty(0)
-        _run(lib.paper_forward, K, B, _ranges(B),
+        _run("forward", K, B, _ranges(B),
              lambda i: (*dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(final), _ptr(saved) if train else None))
         ctx.save_for_backward(A0, A1, x, final, saved)
         ctx.dims = dims
@@ -178,7 +214,6 @@ class PaperTwoLayers(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dfinal: torch.Tensor):
-        lib = library()
         A0, A1, x, final, saved = ctx.saved_tensors
         S, T, n, m0, m1 = ctx.dims
         K, B = x.shape[:2]
@@ -190,8 +225,8 @@ class PaperTwoLayers(torch.autograd.Function):
         # a second backward pass through the same graph (retain_graph) recomputes: the buffer may
         # serve another forward pass by then
         stored = saved.numel() > 0 and not getattr(ctx, "released", False)
-        _run(lib.paper_backward, K, B, ranges, lambda i: (*ctx.dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(dfinal),
-                                                          _ptr(saved) if stored else None, _ptr(dA0[i]), _ptr(dv)))
+        _run("backward", K, B, ranges, lambda i: (*ctx.dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(dfinal),
+                                                  _ptr(saved) if stored else None, _ptr(dA0[i]), _ptr(dv)))
         if stored:
             ctx.released = True
             _give_buffer(saved)

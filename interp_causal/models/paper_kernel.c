@@ -483,3 +483,38 @@ int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, in
     free(dv);
     return ok ? 0 : -1;
 }
+
+/* The row ranges [bounds[i], bounds[i + 1]) of `parts` parts at once, on OpenMP threads. Built
+ * with -fopenmp, the library binds to the libgomp that torch has already loaded (same soname), so
+ * these are torch's own threads: they are spinning after torch's last parallel op and take the
+ * work at once, where threads of our own would share the cores with them. Without OpenMP the parts
+ * run one after another (native.py then splits them over Python threads instead). dA0 holds one
+ * [K, m0, d0, d0] block per part. */
+int paper_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int paper_forward_parts(int parts, const int *bounds, int K, int B, int S, int T, int n, int m0, int m1,
+                        const float *A0, const float *A1, const int64_t *x, float *final, float *saved) {
+    int err = 0;
+#pragma omp parallel for num_threads(parts) schedule(static, 1) reduction(| : err)
+    for (int i = 0; i < parts; i++)
+        err |= paper_forward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, x, final, saved);
+    return err;
+}
+
+int paper_backward_parts(int parts, const int *bounds, int K, int B, int S, int T, int n, int m0, int m1,
+                         const float *A0, const float *A1, const int64_t *x, const float *dfinal, float *saved,
+                         double *dA0, float *dv_out) {
+    const size_t block = (size_t)K * m0 * (S + T) * (S + T);
+    int err = 0;
+#pragma omp parallel for num_threads(parts) schedule(static, 1) reduction(| : err)
+    for (int i = 0; i < parts; i++)
+        err |= paper_backward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, x, dfinal, saved,
+                              dA0 + i * block, dv_out);
+    return err;
+}

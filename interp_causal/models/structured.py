@@ -15,6 +15,10 @@ from the same ``Parameter`` tensors*:
 - middle layers (models deeper than two) densely, at every position;
 - the last layer at the last position only, and the readout ``W`` there only.
 
+For the two-layer model on the CPU (float32, no head interventions) the layers run as one compiled
+kernel (:mod:`interp_causal.models.native`), the same function one sequence at a time; the torch
+ops below are its fallback, and the path for deeper models, other devices and interventions.
+
 ``A`` is read as the slice ``blocks[l].attn.W_Q[h, :d_l, :d_l]`` and ``W`` as ``unembed.W_U``, so
 gradients land in the hooked model's own parameters (gradient-mask hooks of the reduced model
 apply as usual), no weights are ever copied or synchronised, and the hooked model stays the
@@ -146,15 +150,24 @@ def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> t
     """:func:`_two_layers` from the weights ``(A1, A2, W_U, b_U)``; with a leading model dimension
     on each of them and on ``x`` (``[K, B, n]``), ``K`` models' logits ``[K, B, S]`` as one computation."""
     A0, A1, W_U, b_U = weights
+    S, T = layout.vocab_size, layout.seq_len
+    K = x.shape[:-2]
+    if not patterns and native.applies(weights, x):
+        _check_tokens(x, S, T)  # the kernel indexes memory with them
+        final = native.PaperTwoLayers.apply(A0 if K else A0[None], A1 if K else A1[None], x if K else x[None], S, T)
+        final = final if K else final[0]
+    else:
+        final = _final_in_torch(A0, A1, layout, x, patterns)
+    return torch.addmm(b_U, final, W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
+
+
+def _final_in_torch(A0: torch.Tensor, A1: torch.Tensor, layout, x: torch.Tensor, patterns: dict) -> torch.Tensor:
+    """The residual stream at the last position ``[*K, B, d_model]`` in torch ops (what the kernel
+    computes where it applies; here also with head interventions ``patterns``)."""
     S, T, d0 = layout.vocab_size, layout.seq_len, layout.d0
     m0, m1 = layout.heads
     w1 = layout.widths[1]
     *K, B, n = x.shape
-    if not patterns and native.applies(weights, x):
-        _check_tokens(x, S, T)  # the kernel indexes memory with them
-        final = native.PaperTwoLayers.apply(A0 if K else A0[None], A1 if K else A1[None], x if K else x[None], S, T)
-        return torch.addmm(b_U, final[0], W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
-
     # ---- layer 1: scores[h, b, i, j] = h_i^T A_h h_j = Q_h[(i, s_i), (j, s_j)], one lookup in the
     # table Q_h[i, x, j, y] = A[x, y] + A[x, S + j] + A[S + i, y] + A[S + i, S + j] (+ causal mask),
     # position-major: a sequence's one-hot rows [n, S] flatten to the table's index without a copy
@@ -189,14 +202,13 @@ def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> t
         for h in range(m0):
             r = layer1.weighted_rows(h, p)  # [*K, B, n]: p a^h
             outs += [_scatter(r, x, S), _pad(r, pad)]
-    final = torch.cat(outs, dim=-1)  # [*K, B, w1 (1 + m1)] = [*K, B, d_model]
-    return torch.addmm(b_U, final, W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
+    return torch.cat(outs, dim=-1)  # [*K, B, w1 (1 + m1)] = [*K, B, d_model]
 
 
 def _check_tokens(x: torch.Tensor, S: int, T: int) -> None:
     if x.shape[-1] > T or x.shape[-1] < 1:
         raise ValueError(f"tokens: expected 1 to {T} positions, got shape {list(x.shape)}")
-    low, high = int(x.min()), int(x.max())
+    low, high = (int(v) for v in torch.aminmax(x))
     if low < 0 or high >= S:
         raise ValueError(f"tokens: expected values in [0, {S}), got values from {low} to {high}")
 
