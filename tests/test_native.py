@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from interp_causal import compiled
 from interp_causal.models import native, paper_layout, paper_model, structured
 from interp_causal.tasks import CausalGraph, InContextTask
 
@@ -172,7 +173,7 @@ def test_without_a_compiler_the_structured_path_stays_in_torch(monkeypatch, tmp_
     assert native.library() is None and not native.applies((model.unembed.W_U,), tokens)
     off = structured.last_logits(model, tokens)
     monkeypatch.delenv(native.ENV_SWITCH)
-    monkeypatch.setattr(native, "_state", {})  # forget the library loaded so far
+    monkeypatch.setattr(compiled, "_state", {})  # forget the library loaded so far
     monkeypatch.setenv("INTERP_CAUSAL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a compiler that fails
     with warnings.catch_warnings(record=True) as caught:
@@ -190,7 +191,7 @@ def test_a_compiler_without_openmp_builds_the_kernel_for_python_threads(monkeypa
     fake = tmp_path / "cc-without-openmp"  # refuses -fopenmp, passes anything else to the real cc
     fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec {shutil.which("cc")} "$@"\n')
     fake.chmod(0o755)
-    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(compiled, "_state", {})
     monkeypatch.setenv("INTERP_CAUSAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(fake))
     with warnings.catch_warnings():
@@ -214,6 +215,7 @@ def test_the_kernel_runs_on_torchs_openmp_runtime(tmp_path):
     script = """
 import torch
 from pathlib import Path
+from interp_causal import compiled
 from interp_causal.models import native, paper_model, structured
 from interp_causal.tasks import CausalGraph, InContextTask
 
@@ -226,7 +228,7 @@ task = InContextTask(CausalGraph.chain(10), 5)
 model = paper_model(task)
 tokens = task.sample(256, torch.Generator().manual_seed(0)).tokens
 before = runtimes()
-assert "lib" not in native._state  # not loaded yet
+assert not compiled._state  # nothing compiled loaded yet
 structured.last_logits(model, tokens)
 assert native.openmp() and len(native._ranges(256)) == 2
 print(sorted(before), sorted(runtimes()))
@@ -237,11 +239,11 @@ assert runtimes() == before, (before, runtimes())
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(compiled, "_state", {})
     monkeypatch.setenv("INTERP_CAUSAL_CACHE", str(tmp_path))
     assert native.library() is not None
     built = list(tmp_path.rglob("paper_kernel-*.so"))
     assert len(built) == 1 and not [p for p in tmp_path.rglob("*") if p.is_file() and p not in built]
     stamp = built[0].stat().st_mtime_ns
-    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setattr(compiled, "_state", {})
     assert native.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
 from interp_causal.tasks import CausalGraph, InContextTask, bayes, one_parent, unigram, uniform
-from interp_causal.tasks.task import _log_gamma, _stationary_gth, stationary
+from interp_causal.tasks.task import _log_gamma, _stationary_gth, parent_tokens, stationary
 
 Z = 5.0  # tolerance in standard errors
 
@@ -205,3 +206,42 @@ def test_many_chunks():
     distinct = len(batch.tokens.unique(dim=0))
     assert abs(distinct - len(exact_batch(task, 12_345, 1).tokens.unique(dim=0))) < 150, distinct
     assert torch.allclose(batch.target.sum(-1), torch.ones(12_345), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the urn's draws in C (tasks/urn.c) against its torch ops
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build tasks/urn.c")
+@pytest.mark.parametrize("graph, S", [
+    (CausalGraph.two_parent(32), 5),  # the paper's multi-parent task
+    (CausalGraph.two_parent(12), 10),
+    (CausalGraph.markov(10, 2), 3),
+    (CausalGraph.from_parents([[], [0], [0, 1], [1], [2, 3], [3, 1], [5], [6, 4, 2], []]), 4),  # degrees 1-3, query
+], ids=["paper", "S10", "markov-2", "mixed-degrees-query"])
+def test_urn_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, monkeypatch):
+    from interp_causal import compiled
+    from interp_causal.tasks.task import urn_library
+
+    task = InContextTask(graph, vocab_size=S, alpha=0.1)
+    assert urn_library() is not None
+    batches = {}
+    for native in ("1", "0"):
+        monkeypatch.setenv(compiled.ENV_SWITCH, native)
+        g = gen(11)
+        batches[native] = [task.sample(n, g) for n in (1, 777, 5000)]  # the generator's state carries on
+    assert urn_library() is None  # the switch was off for the second run
+    for ours, theirs in zip(batches["1"], batches["0"]):
+        assert torch.equal(ours.tokens, theirs.tokens)
+        assert torch.equal(ours.target, theirs.target)
+        assert torch.equal(ours.parent_tokens, theirs.parent_tokens)
+
+
+def test_parent_tokens_against_a_loop():
+    graph = CausalGraph.from_parents([[], [0], [0, 1], [1], [2, 3], [3, 1], [5], [6, 4, 2], []])
+    tokens = torch.randint(0, 4, (50, graph.seq_len), generator=gen(12))
+    got = parent_tokens(tokens, graph)
+    k = max(len(ps) for ps in graph.parents)
+    for b in range(50):
+        for i, ps in enumerate(graph.parents):
+            want = [int(tokens[b, p]) for p in ps] + [-1] * (k - len(ps))
+            assert got[b, i].tolist() == want

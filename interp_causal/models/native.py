@@ -5,10 +5,8 @@ The torch version of :func:`interp_causal.models.structured.last_logits` runs a 
 function one sequence at a time, its attention rows staying in L1 through the forward and the
 backward pass (the forward stores them for the backward in a reused buffer, or the backward
 recomputes them). A batch is split over torch's threads: the library is built with OpenMP and
-shares torch's ``libgomp``, or, where the compiler has no OpenMP, over Python threads. It is
-compiled with the machine's C compiler the first time it is needed, once per machine and source:
-the shared library is cached under ``$INTERP_CAUSAL_CACHE`` (default ``~/.cache/interp-causal``),
-written to a temporary file and renamed, so concurrent processes never load a half-written one.
+shares torch's ``libgomp``, or, where the compiler has no OpenMP, over Python threads.
+:mod:`interp_causal.compiled` builds and caches it on first use.
 
 Where there is no C compiler, or ``INTERP_CAUSAL_NATIVE=0``, :func:`library` is None and the
 structured path stays in torch, the same function to float rounding
@@ -18,79 +16,24 @@ structured path stays in torch, the same function to float rounding
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from interp_causal import compiled
+from interp_causal.compiled import ENV_SWITCH  # noqa: F401  (INTERP_CAUSAL_NATIVE=0: stay in torch)
+
 SOURCE = Path(__file__).with_name("paper_kernel.c")
-# the kernel writes its vectors out (GCC's and clang's vector extensions); -march=native: AVX2 and
-# FMA where the CPU has them (the cache key names the CPU); no -ffast-math, so inf and NaN
-# propagate as in torch
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
-# tried first: the batch's parts then run on torch's own OpenMP threads (paper_kernel.c's *_parts);
-# a compiler without OpenMP builds with FLAGS alone, and the parts go to Python threads
-OPENMP_FLAGS = ("-fopenmp",)
-ENV_SWITCH = "INTERP_CAUSAL_NATIVE"
 SAVE_MAX_BYTES = 256 * 2**20
 
 _lock = threading.Lock()
-_state: dict = {}
+_state: dict = {}  # the thread pool and the stored-state buffers; "python_threads": split without OpenMP
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("INTERP_CAUSAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "interp-causal")
-    return Path(root) / "kernels"
-
-
-def _compile() -> ctypes.CDLL | None:
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        return None
-    from interp_causal.results import cpuinfo_field
-
-    # -march=native: a library built for one CPU may not run on another that shares the cache
-    machine = (platform.machine(), cpuinfo_field("model name"), cpuinfo_field("flags"))
-    errors = []
-    for flags in ((*FLAGS, *OPENMP_FLAGS), FLAGS):
-        key = hashlib.sha256(SOURCE.read_bytes() + repr((compiler, flags, machine)).encode()).hexdigest()[:16]
-        target = _cache_dir() / f"paper_kernel-{key}.so"
-        if target.exists() or _build(compiler, flags, target, errors):
-            return _load(target)
-    warnings.warn(f"interp_causal: compiling {SOURCE.name} failed, the structured path stays in torch:\n"
-                  f"{errors[-1][-2000:]}", RuntimeWarning, stacklevel=3)
-    return None
-
-
-def _build(compiler: str, flags: tuple[str, ...], target: Path, errors: list[str]) -> bool:
-    """Compile to ``target`` through a temporary file (renamed when complete); False, with the
-    compiler's message in ``errors``, when it fails."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-        if done.returncode != 0:
-            errors.append(done.stderr)
-            return False
-        os.replace(tmp, target)
-        return True
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load(target: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(target))
+def _declare(lib: ctypes.CDLL) -> None:
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.paper_forward.argtypes = [i] * 9 + [p] * 5
     lib.paper_backward.argtypes = [i] * 9 + [p] * 7
@@ -100,28 +43,17 @@ def _load(target: Path) -> ctypes.CDLL:
     for fn in (lib.paper_forward, lib.paper_backward, lib.paper_forward_parts, lib.paper_backward_parts,
                lib.paper_saved_size, lib.paper_openmp):
         fn.restype = ctypes.c_int
-    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where it cannot be built or ``INTERP_CAUSAL_NATIVE=0``."""
+    return compiled.library(SOURCE, _declare)
 
 
 def openmp() -> bool:
     """Whether the kernel splits a batch over torch's OpenMP threads (else over Python threads)."""
     lib = library()
     return lib is not None and bool(lib.paper_openmp()) and not _state.get("python_threads", False)
-
-
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel, or None where it cannot be built or ``INTERP_CAUSAL_NATIVE=0``."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
-        return None
-    with _lock:
-        if "lib" not in _state:
-            try:
-                _state["lib"] = _compile()
-            except OSError as err:  # no writable cache, a library that does not load
-                warnings.warn(f"interp_causal: the compiled kernel is unavailable ({err}); the structured path "
-                              "stays in torch", RuntimeWarning, stacklevel=2)
-                _state["lib"] = None
-        return _state["lib"]
 
 
 def applies(tensors: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -174,14 +176,21 @@ class InContextTask:
         return tokens, target / target.sum(-1, keepdim=True)
 
     def _sample_urn(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens by the Polya urn of every table row, target = posterior mean of its row."""
+        """Tokens by the Polya urn of every table row, target = posterior mean of its row. The
+        draws after the random numbers run in C where it is built (``tasks/urn.c``: the same
+        arithmetic, the same bits, about 20x faster), else in torch ops."""
         graph, S, T, alpha = self.graph, self.vocab_size, self.seq_len, self.alpha
-        counts = {k: torch.zeros(n, S ** (k + 1)) for k in self._degrees()}  # [n, rows * S]
         tokens = torch.empty(n, T, dtype=torch.long)
         roots = [i for i, ps in enumerate(graph.parents) if not ps]
         if roots:
             tokens[:, roots] = torch.randint(0, S, (n, len(roots)), generator=generator)
         u = torch.rand(n, T, generator=generator)
+        lib = urn_library()
+        if lib is not None:
+            counts = _urn_in_c(lib, graph, S, self._degrees(), alpha, u, tokens)
+            post = counts.add_(alpha)
+            return tokens, post / post.sum(-1, keepdim=True)
+        counts = {k: torch.zeros(n, S ** (k + 1)) for k in self._degrees()}  # [n, rows * S]
         cols = torch.arange(S)
         ones = torch.ones(n, 1)
         for i, ps in enumerate(graph.parents):
@@ -267,8 +276,47 @@ def parent_tokens(tokens: torch.Tensor, graph: CausalGraph) -> torch.Tensor:
     """``[n, T, k_max]`` tokens at each position's parents, ``-1`` where there is none."""
     index = graph.parent_index()  # [T, k]
     n, T, k = tokens.shape[0], index.shape[0], index.shape[1]
-    gathered = tokens.index_select(1, index.clamp_min(0).view(-1)).view(n, T, k)
+    # gather, not index_select along dim 1: 1.2 ms against 10.6 for the two-parent task's 16384 x 32
+    gathered = tokens.gather(1, index.clamp_min(0).view(1, -1).expand(n, -1)).view(n, T, k)
     return gathered.masked_fill_(index < 0, -1)
+
+
+URN_SOURCE = Path(__file__).with_name("urn.c")
+
+
+def _declare_urn(lib: ctypes.CDLL) -> None:
+    i, p = ctypes.c_int, ctypes.c_void_p
+    lib.urn_draw.argtypes = [i, i, i, ctypes.c_float, i, p, p, p, i, i, p, i, p, p, p]
+    lib.urn_draw.restype = i
+
+
+def urn_library() -> ctypes.CDLL | None:
+    """``tasks/urn.c`` compiled (:mod:`interp_causal.compiled`), or None."""
+    from interp_causal import compiled
+
+    return compiled.library(URN_SOURCE, _declare_urn)
+
+
+def _urn_in_c(lib: ctypes.CDLL, graph: CausalGraph, S: int, degrees: list[int], alpha: float, u: torch.Tensor,
+              tokens: torch.Tensor) -> torch.Tensor:
+    """Fill ``tokens`` ``[n, T]`` (roots given) by ``urn.c``; return the counts of each sequence's
+    target row ``[n, S]``. Each in-degree's count table sits at its own offset of one scratch."""
+    offsets, size = {}, 0
+    for k in degrees:
+        offsets[k], size = size, size + S ** (k + 1)
+    kmax = max(1, max(len(ps) for ps in graph.parents))
+    npar = torch.tensor([len(ps) for ps in graph.parents], dtype=torch.int32)
+    par = torch.tensor([list(ps) + [0] * (kmax - len(ps)) for ps in graph.parents], dtype=torch.int32)
+    slot = torch.tensor([offsets[len(ps)] if ps else 0 for ps in graph.parents], dtype=torch.int32)
+    tp = list(graph.target_parents)
+    tpar = torch.tensor(tp, dtype=torch.int32)
+    n, T = tokens.shape
+    u, counts = u.contiguous(), torch.empty(n, S)
+    code = lib.urn_draw(n, T, S, alpha, kmax, npar.data_ptr(), par.data_ptr(), slot.data_ptr(), size, len(tp),
+                        tpar.data_ptr(), offsets[len(tp)], u.data_ptr(), tokens.data_ptr(), counts.data_ptr())
+    if code:
+        raise MemoryError("interp_causal: the urn sampler could not allocate its scratch memory")
+    return counts
 
 
 # Elements of the largest per-chunk table the fast sampler builds (chunks stay in cache).
