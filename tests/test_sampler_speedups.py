@@ -209,27 +209,31 @@ def test_many_chunks():
 
 
 # ---------------------------------------------------------------------------------------------
-# the urn's draws in C (tasks/urn.c) against its torch ops
+# the samplers' draws in C (tasks/sampler.c) against their torch ops
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build tasks/urn.c")
-@pytest.mark.parametrize("graph, S", [
-    (CausalGraph.two_parent(32), 5),  # the paper's multi-parent task
-    (CausalGraph.two_parent(12), 10),
-    (CausalGraph.markov(10, 2), 3),
-    (CausalGraph.from_parents([[], [0], [0, 1], [1], [2, 3], [3, 1], [5], [6, 4, 2], []]), 4),  # degrees 1-3, query
-], ids=["paper", "S10", "markov-2", "mixed-degrees-query"])
-def test_urn_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, monkeypatch):
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build tasks/sampler.c")
+@pytest.mark.parametrize("graph, S, alpha", [
+    (CausalGraph.two_parent(32), 5, 0.1),  # the paper's multi-parent task (the urn)
+    (CausalGraph.two_parent(12), 10, 0.1),
+    (CausalGraph.markov(10, 2), 3, 0.1),
+    (CausalGraph.from_parents([[], [0], [0, 1], [1], [2, 3], [3, 1], [5], [6, 4, 2], []]), 4, 0.1),  # degrees 1-3
+    (CausalGraph.chain(20), 10, 0.1),  # the paper's chain (single parent: table, stationary root, levels)
+    (CausalGraph.by_name("icl", 20, gen(0)), 10, 0.1),  # many roots
+    (CausalGraph.random_tree(20, gen(1), version=2), 3, 0.1),  # Fig. 9's trees
+    (CausalGraph.from_parents([[], [0], [1], [0], []], target_parents=[3]), 4, 2.0),  # no query; alpha > 1
+], ids=["paper-urn", "urn-S10", "markov-2", "mixed-degrees-query", "chain", "icl", "tree", "no-query"])
+def test_sampler_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, alpha, monkeypatch):
     from interp_causal import compiled
-    from interp_causal.tasks.task import urn_library
+    from interp_causal.tasks.task import sampler_library
 
-    task = InContextTask(graph, vocab_size=S, alpha=0.1)
-    assert urn_library() is not None
+    task = InContextTask(graph, vocab_size=S, alpha=alpha)
+    assert sampler_library() is not None
     batches = {}
     for native in ("1", "0"):
         monkeypatch.setenv(compiled.ENV_SWITCH, native)
         g = gen(11)
-        batches[native] = [task.sample(n, g) for n in (1, 777, 5000)]  # the generator's state carries on
-    assert urn_library() is None  # the switch was off for the second run
+        batches[native] = [task.sample(n, g) for n in (1, 777, 20_000)]  # the generator's state carries on
+    assert sampler_library() is None  # the switch was off for the second run
     for ours, theirs in zip(batches["1"], batches["0"]):
         assert torch.equal(ours.tokens, theirs.tokens)
         assert torch.equal(ours.target, theirs.target)

@@ -150,13 +150,17 @@ class InContextTask:
         # of a whole row, whatever alpha): G[b, r] is proportional to pi_b(. | r).
         logits = _log_gamma(n * S * S, self.alpha, generator).view(n, S, S)
         G = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
-        cdf = G.cumsum(-1).view(n * S, S)  # unnormalised inverse-CDF tables, row b * S + r
-        base = torch.arange(0, n * S, S)
         u = torch.rand(n, T, generator=generator)
         tokens = torch.empty(n, T, dtype=torch.long)
         query = graph.query_position
         if query is not None:
             tokens[:, query] = torch.randint(0, S, (n,), generator=generator)
+        lib = sampler_library()
+        if lib is not None:  # the same draws in C (tasks/sampler.c), from the same random numbers
+            target = _tree_in_c(lib, graph, S, G, u, tokens)
+            return tokens, target / target.sum(-1, keepdim=True)
+        cdf = G.cumsum(-1).view(n * S, S)  # unnormalised inverse-CDF tables, row b * S + r
+        base = torch.arange(0, n * S, S)
         roots = [i for i, ps in enumerate(graph.parents) if not ps and i != query]
         if query is not None:  # read the target row now: the stationary solve overwrites G
             target = G.view(n * S, S).index_select(0, base + tokens[:, query])
@@ -177,15 +181,15 @@ class InContextTask:
 
     def _sample_urn(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens by the Polya urn of every table row, target = posterior mean of its row. The
-        draws after the random numbers run in C where it is built (``tasks/urn.c``: the same
-        arithmetic, the same bits, about 20x faster), else in torch ops."""
+        draws after the random numbers run in C where it is built (``tasks/sampler.c``: the same
+        arithmetic, the same bits, 2.5x faster all in), else in torch ops."""
         graph, S, T, alpha = self.graph, self.vocab_size, self.seq_len, self.alpha
         tokens = torch.empty(n, T, dtype=torch.long)
         roots = [i for i, ps in enumerate(graph.parents) if not ps]
         if roots:
             tokens[:, roots] = torch.randint(0, S, (n, len(roots)), generator=generator)
         u = torch.rand(n, T, generator=generator)
-        lib = urn_library()
+        lib = sampler_library()
         if lib is not None:
             counts = _urn_in_c(lib, graph, S, self._degrees(), alpha, u, tokens)
             post = counts.add_(alpha)
@@ -281,20 +285,44 @@ def parent_tokens(tokens: torch.Tensor, graph: CausalGraph) -> torch.Tensor:
     return gathered.masked_fill_(index < 0, -1)
 
 
-URN_SOURCE = Path(__file__).with_name("urn.c")
+SAMPLER_SOURCE = Path(__file__).with_name("sampler.c")
 
 
-def _declare_urn(lib: ctypes.CDLL) -> None:
+def _declare_sampler(lib: ctypes.CDLL) -> None:
     i, p = ctypes.c_int, ctypes.c_void_p
     lib.urn_draw.argtypes = [i, i, i, ctypes.c_float, i, p, p, p, i, i, p, i, p, p, p]
-    lib.urn_draw.restype = i
+    lib.tree_draw.argtypes = [i, i, i, p, p, p, i, p, i, p, p, i, i, p]
+    lib.urn_draw.restype = lib.tree_draw.restype = i
 
 
-def urn_library() -> ctypes.CDLL | None:
-    """``tasks/urn.c`` compiled (:mod:`interp_causal.compiled`), or None."""
+def sampler_library() -> ctypes.CDLL | None:
+    """``tasks/sampler.c`` compiled (:mod:`interp_causal.compiled`), or None."""
     from interp_causal import compiled
 
-    return compiled.library(URN_SOURCE, _declare_urn)
+    return compiled.library(SAMPLER_SOURCE, _declare_sampler)
+
+
+def _int32(values) -> torch.Tensor:
+    return torch.tensor(list(values) or [0], dtype=torch.int32)
+
+
+def _tree_in_c(lib: ctypes.CDLL, graph: CausalGraph, S: int, G: torch.Tensor, u: torch.Tensor,
+               tokens: torch.Tensor) -> torch.Tensor:
+    """Fill ``tokens`` ``[n, T]`` (the query's given) by ``sampler.c``'s ``tree_draw`` from the
+    unnormalised table rows ``G`` ``[n, S, S]``; return each sequence's target row ``[n, S]``, unnormalised."""
+    query = graph.query_position
+    roots = [i for i, ps in enumerate(graph.parents) if not ps and i != query]
+    order = [int(i) for level, _ in _levels(graph) for i in level]
+    parent = [ps[0] if ps else 0 for ps in graph.parents]
+    n, T = tokens.shape
+    G, u, target = G.contiguous(), u.contiguous(), torch.empty(n, S)
+    r, o, par = _int32(roots), _int32(order), _int32(parent)
+    code = lib.tree_draw(n, T, S, G.data_ptr(), u.data_ptr(), tokens.data_ptr(), len(roots), r.data_ptr(),
+                         len(order), o.data_ptr(), par.data_ptr(), -1 if query is None else query,
+                         graph.target_parents[0], target.data_ptr())
+    if code:
+        raise MemoryError("interp_causal: the sampler could not allocate its scratch memory")
+    return target
 
 
 def _urn_in_c(lib: ctypes.CDLL, graph: CausalGraph, S: int, degrees: list[int], alpha: float, u: torch.Tensor,
