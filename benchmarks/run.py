@@ -81,6 +81,31 @@ def bench_sampler(name: str, task: InContextTask, n: int, repeats: int) -> dict:
                "throughput")
 
 
+def bench_sampler_in_c(name: str, task: InContextTask, n: int, repeats: int) -> dict:
+    """The sampler with its per-position draws in C (``tasks/sampler.c``) against the same sampler
+    in torch ops (``INTERP_CAUSAL_NATIVE=0``): the same random numbers, the same bits; alternated."""
+    from interp_causal import compiled
+    from interp_causal.tasks.task import sampler_library
+
+    if sampler_library() is None:
+        raise RuntimeError("tasks/sampler.c could not be built here: no C compiler?")
+    times: dict[str, list[float]] = {"c": [], "torch": []}
+    before = os.environ.get(compiled.ENV_SWITCH)
+    try:
+        for i in range(repeats):
+            for way in (("c", "torch") if i % 2 == 0 else ("torch", "c")):
+                os.environ[compiled.ENV_SWITCH] = "1" if way == "c" else "0"
+                gen = torch.Generator().manual_seed(i)
+                times[way].append(median_time(lambda: task.sample(n, gen), 3))
+    finally:
+        if before is None:
+            os.environ.pop(compiled.ENV_SWITCH, None)
+        else:
+            os.environ[compiled.ENV_SWITCH] = before
+    return row(name, n / statistics.median(times["c"]), "seq/s", "the same sampler's draws in torch ops",
+               n / statistics.median(times["torch"]), "throughput")
+
+
 # ---- training steps ---------------------------------------------------------------------------
 def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * logits.log_softmax(-1)).sum(-1).mean()
@@ -526,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
         ("sampler_chain_seq_per_s", lambda: bench_sampler("sampler_chain_seq_per_s", chain, 2**14, r)),
         ("sampler_two_parent_seq_per_s", lambda: bench_sampler("sampler_two_parent_seq_per_s", two_parent, 2**14, r)),
         ("sampler_random_tree_seq_per_s", lambda: bench_sampler("sampler_random_tree_seq_per_s", tree, 2**14, r)),
+        ("sampler_in_c_chain_seq_per_s", lambda: bench_sampler_in_c("sampler_in_c_chain_seq_per_s", chain, 2**14, r)),
+        ("sampler_in_c_two_parent_seq_per_s", lambda: bench_sampler_in_c("sampler_in_c_two_parent_seq_per_s",
+                                                                          two_parent, 2**14, r)),
+        ("sampler_in_c_trees_s3_seq_per_s", lambda: bench_sampler_in_c("sampler_in_c_trees_s3_seq_per_s", trees_s3,
+                                                                       2**14, r)),
         ("paper_step_ms_h11", lambda: bench_paper_step("paper_step_ms_h11", chain, (1, 1), "paper-sgd", 2 * r)),
         ("paper_step_ms_h21", lambda: bench_paper_step("paper_step_ms_h21", two_parent, (2, 1), "paper-adamw", 2 * r)),
         ("paper_step_ms_h11_hooked_forward", lambda: bench_hooked_dense_step(chain, r)),
