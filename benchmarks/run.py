@@ -84,26 +84,33 @@ def bench_sampler(name: str, task: InContextTask, n: int, repeats: int) -> dict:
 def bench_sampler_in_c(name: str, task: InContextTask, n: int, repeats: int) -> dict:
     """The sampler with its per-position draws in C (``tasks/sampler.c``) against the same sampler
     in torch ops (``INTERP_CAUSAL_NATIVE=0``): the same random numbers, the same bits; alternated."""
-    from interp_causal import compiled
     from interp_causal.tasks.task import sampler_library
 
     if sampler_library() is None:
         raise RuntimeError("tasks/sampler.c could not be built here: no C compiler?")
-    times: dict[str, list[float]] = {"c": [], "torch": []}
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = compiled_against_torch(lambda: median_time(lambda: task.sample(n, gen), 3), repeats)
+    return row(name, n / ours, "seq/s", "the same sampler's draws in torch ops", n / theirs, "throughput")
+
+
+def compiled_against_torch(measure: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Medians of ``measure()`` with the package's C code on and off (``INTERP_CAUSAL_NATIVE``),
+    alternated ``repeats`` times; the switch is restored afterwards."""
+    from interp_causal import compiled
+
+    times: dict[str, list[float]] = {"1": [], "0": []}
     before = os.environ.get(compiled.ENV_SWITCH)
     try:
         for i in range(repeats):
-            for way in (("c", "torch") if i % 2 == 0 else ("torch", "c")):
-                os.environ[compiled.ENV_SWITCH] = "1" if way == "c" else "0"
-                gen = torch.Generator().manual_seed(i)
-                times[way].append(median_time(lambda: task.sample(n, gen), 3))
+            for way in (("1", "0") if i % 2 == 0 else ("0", "1")):
+                os.environ[compiled.ENV_SWITCH] = way
+                times[way].append(measure())
     finally:
         if before is None:
             os.environ.pop(compiled.ENV_SWITCH, None)
         else:
             os.environ[compiled.ENV_SWITCH] = before
-    return row(name, n / statistics.median(times["c"]), "seq/s", "the same sampler's draws in torch ops",
-               n / statistics.median(times["torch"]), "throughput")
+    return statistics.median(times["1"]), statistics.median(times["0"])
 
 
 # ---- training steps ---------------------------------------------------------------------------
@@ -202,22 +209,10 @@ def bench_kernel_step(name: str, task: InContextTask, heads: tuple[int, ...], K:
             p.grad = None
         soft_target_loss(structured.stacked_last_logits(models, tokens), target).sum().backward()
 
-    times: dict[str, list[float]] = {"kernel": [], "torch": []}
-    before = os.environ.get(native.ENV_SWITCH)
-    try:
-        for i in range(repeats):
-            for way in (("kernel", "torch") if i % 2 == 0 else ("torch", "kernel")):
-                os.environ[native.ENV_SWITCH] = "1" if way == "kernel" else "0"
-                times[way].append(median_time(step, 5, warmup=2))
-    finally:
-        if before is None:
-            os.environ.pop(native.ENV_SWITCH, None)
-        else:
-            os.environ[native.ENV_SWITCH] = before
     if native.library() is None:
         raise RuntimeError("the compiled kernel is unavailable here: no C compiler?")
-    return row(name, 1000 * statistics.median(times["kernel"]), "ms", "the structured path in torch ops",
-               1000 * statistics.median(times["torch"]), "time")
+    ours, theirs = compiled_against_torch(lambda: median_time(step, 5, warmup=2), repeats)
+    return row(name, 1000 * ours, "ms", "the structured path in torch ops", 1000 * theirs, "time")
 
 
 def bench_stacked_trees(K: int, steps: int, repeats: int) -> dict:
