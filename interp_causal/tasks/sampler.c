@@ -12,6 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Running sums of row[0..S) in double, rounded to float: torch's cumsum of a float row. */
+static void cumsum_row(const float *row, float *out, int S) {
+    double acc = 0.0;
+    for (int s = 0; s < S; s++) {
+        acc += (double)row[s];
+        out[s] = (float)acc;
+    }
+}
+
+static int draw_from(const float *cdf, float u, int S) {
+    const float threshold = u * cdf[S - 1];
+    int draw = 0;
+    for (int s = 0; s < S; s++) draw += cdf[s] < threshold;
+    return draw > S - 1 ? S - 1 : draw;
+}
+
 /* Multi-parent graphs: the Polya urn of every table row (task.py, _sample_urn). A row's weights
  * are count + alpha in float; the drawn entry's count then grows by one. Per position i: npar[i]
  * parents par[i * kmax + m] (0 for a root, whose token is given), its in-degree's count table at
@@ -42,10 +58,7 @@ int urn_draw(int n, int T, int S, float alpha, int kmax, const int32_t *npar, co
                 acc += (double)(row[s] + alpha);
                 cdf[s] = (float)acc;
             }
-            const float threshold = ub[i] * cdf[S - 1];
-            int draw = 0;
-            for (int s = 0; s < S; s++) draw += cdf[s] < threshold;
-            if (draw > S - 1) draw = S - 1;
+            const int draw = draw_from(cdf, ub[i], S);
             tok[i] = draw;
             row[draw] += 1.0f;
         }
@@ -56,22 +69,6 @@ int urn_draw(int n, int T, int S, float alpha, int kmax, const int32_t *npar, co
     free(counts);
     free(cdf);
     return 0;
-}
-
-/* Running sums of row[0..S) in double, rounded to float: torch's cumsum of a float row. */
-static void cumsum_row(const float *row, float *out, int S) {
-    double acc = 0.0;
-    for (int s = 0; s < S; s++) {
-        acc += (double)row[s];
-        out[s] = (float)acc;
-    }
-}
-
-static int draw_from(const float *cdf, float u, int S) {
-    const float threshold = u * cdf[S - 1];
-    int draw = 0;
-    for (int s = 0; s < S; s++) draw += cdf[s] < threshold;
-    return draw > S - 1 ? S - 1 : draw;
 }
 
 /* Single-parent graphs (task.py, _sample_single_parent): G [n, S, S] holds each sequence's table

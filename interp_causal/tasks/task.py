@@ -182,7 +182,7 @@ class InContextTask:
     def _sample_urn(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens by the Polya urn of every table row, target = posterior mean of its row. The
         draws after the random numbers run in C where it is built (``tasks/sampler.c``: the same
-        arithmetic, the same bits, 2.5x faster all in), else in torch ops."""
+        arithmetic, the same bits; a two-parent pool 2.5x faster), else in torch ops."""
         graph, S, T, alpha = self.graph, self.vocab_size, self.seq_len, self.alpha
         tokens = torch.empty(n, T, dtype=torch.long)
         roots = [i for i, ps in enumerate(graph.parents) if not ps]
@@ -327,17 +327,17 @@ def _tree_in_c(lib: ctypes.CDLL, graph: CausalGraph, S: int, G: torch.Tensor, u:
 
 def _urn_in_c(lib: ctypes.CDLL, graph: CausalGraph, S: int, degrees: list[int], alpha: float, u: torch.Tensor,
               tokens: torch.Tensor) -> torch.Tensor:
-    """Fill ``tokens`` ``[n, T]`` (roots given) by ``urn.c``; return the counts of each sequence's
+    """Fill ``tokens`` ``[n, T]`` (roots given) by ``sampler.c``'s ``urn_draw``; return the counts of each sequence's
     target row ``[n, S]``. Each in-degree's count table sits at its own offset of one scratch."""
     offsets, size = {}, 0
     for k in degrees:
         offsets[k], size = size, size + S ** (k + 1)
     kmax = max(1, max(len(ps) for ps in graph.parents))
-    npar = torch.tensor([len(ps) for ps in graph.parents], dtype=torch.int32)
-    par = torch.tensor([list(ps) + [0] * (kmax - len(ps)) for ps in graph.parents], dtype=torch.int32)
-    slot = torch.tensor([offsets[len(ps)] if ps else 0 for ps in graph.parents], dtype=torch.int32)
+    npar = _int32(len(ps) for ps in graph.parents)
+    par = _int32(v for ps in graph.parents for v in list(ps) + [0] * (kmax - len(ps)))  # [T, kmax]
+    slot = _int32(offsets[len(ps)] if ps else 0 for ps in graph.parents)
     tp = list(graph.target_parents)
-    tpar = torch.tensor(tp, dtype=torch.int32)
+    tpar = _int32(tp)
     n, T = tokens.shape
     u, counts = u.contiguous(), torch.empty(n, S)
     code = lib.urn_draw(n, T, S, alpha, kmax, npar.data_ptr(), par.data_ptr(), slot.data_ptr(), size, len(tp),
