@@ -82,8 +82,9 @@ def bench_sampler(name: str, task: InContextTask, n: int, repeats: int) -> dict:
 
 
 def bench_sampler_in_c(name: str, task: InContextTask, n: int, repeats: int) -> dict:
-    """The sampler with its per-position draws in C (``tasks/sampler.c``) against the same sampler
-    in torch ops (``INTERP_CAUSAL_NATIVE=0``): the same random numbers, the same bits; alternated."""
+    """The sampler in C (``tasks/sampler.c``) against the same sampler in torch ops
+    (``INTERP_CAUSAL_NATIVE=0``), alternated, at the process's threads: the urn's draws after torch's
+    random numbers (the same bits), or a single-parent graph's whole sampler (its own stream)."""
     from interp_causal.tasks.task import sampler_library
 
     if sampler_library() is None:

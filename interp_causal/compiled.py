@@ -1,8 +1,8 @@
 """The package's C sources, compiled on first use by the machine's C compiler and cached.
 
 Two hot loops are written in C: the structured path's two-layer model (``models/paper_kernel.c``,
-loaded by :mod:`interp_causal.models.native`) and the Polya-urn sampler of multi-parent tasks
-(``tasks/urn.c``). Each is built once per machine and source into ``$INTERP_CAUSAL_CACHE``
+loaded by :mod:`interp_causal.models.native`) and the task samplers (``tasks/sampler.c``); both
+include ``vector_math.h``. Each is built once per machine and source into ``$INTERP_CAUSAL_CACHE``
 (default ``~/.cache/interp-causal``), written to a temporary file and renamed, so concurrent
 processes never load a half-written one. Where there is no C compiler, or with
 ``INTERP_CAUSAL_NATIVE=0``, :func:`library` is None and the callers keep their torch code, which
@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -71,13 +72,21 @@ def _compile(source: Path) -> ctypes.CDLL | None:
     machine = (platform.machine(), cpuinfo_field("model name"), cpuinfo_field("flags"))
     errors: list[str] = []
     for flags in ((*FLAGS, *OPENMP_FLAGS), FLAGS):
-        key = hashlib.sha256(source.read_bytes() + repr((compiler, flags, machine)).encode()).hexdigest()[:16]
+        key = hashlib.sha256(_text(source) + repr((compiler, flags, machine)).encode()).hexdigest()[:16]
         target = cache_dir() / f"{source.stem}-{key}.so"
         if target.exists() or _build(compiler, flags, source, target, errors):
             return ctypes.CDLL(str(target))
     warnings.warn(f"interp_causal: compiling {source.name} failed, the torch code runs instead:\n"
                   f"{errors[-1][-2000:]}", RuntimeWarning, stacklevel=4)
     return None
+
+
+def _text(source: Path) -> bytes:
+    """The source with the local headers it includes (``#include "..."``), so that a changed
+    header builds a new library."""
+    text = source.read_bytes()
+    headers = re.findall(rb'^#include "([^"]+)"', text, flags=re.M)
+    return text + b"".join(_text((source.parent / h.decode()).resolve()) for h in headers)
 
 
 def _build(compiler: str, flags: tuple[str, ...], source: Path, target: Path, errors: list[str]) -> bool:

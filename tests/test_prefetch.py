@@ -3,6 +3,8 @@ bit, across pools, checkpoints and resumes; threads given back; worker errors su
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -106,13 +108,18 @@ def test_a_worker_error_reaches_the_trainer():
     assert trainer._prefetcher is None
 
 
-def test_prefetch_is_checked_and_auto_is_for_long_runs_with_threads():
+def test_prefetch_is_checked_and_auto_is_for_long_runs_with_threads_and_the_torch_sampler(monkeypatch):
+    from interp_causal import compiled
+
     with pytest.raises(ValueError, match="prefetch: expected True, False or 'auto', got 'yes'"):
         Trainer(paper_model(TASK), TASK, recipe(), prefetch="yes")
     assert prefetch_wanted(True, 1, TASK) and not prefetch_wanted(False, 10**9, TASK)
     assert not prefetch_wanted("auto", 10**9, TASK)  # the suite's one thread: nothing to give a worker
     torch.set_num_threads(2)
     try:
+        # the C sampler draws a batch in a fraction of a step: training keeps both threads
+        assert (not prefetch_wanted("auto", 10**9, TASK)) or shutil.which("cc") is None
+        monkeypatch.setenv(compiled.ENV_SWITCH, "0")  # the torch ops' sampler: worth a worker
         assert prefetch_wanted("auto", PREFETCH_MIN_STEPS, TASK)
         assert not prefetch_wanted("auto", PREFETCH_MIN_STEPS - 1, TASK)
         # the urn sampler of a multi-parent task is cheap beside its step: it stays in process

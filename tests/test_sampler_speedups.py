@@ -141,12 +141,26 @@ def compare(task: InContextTask, n: int, predictors: dict) -> None:
 BASE = {"bayes": bayes, "unigram": unigram, "uniform": uniform}
 
 
+@pytest.fixture(params=["c", "torch"])
+def single_parent_path(request, monkeypatch):
+    """Single-parent graphs are drawn by tasks/sampler.c where it is built, from its own stream,
+    else by the torch ops: each must have the literal sampler's distribution."""
+    from interp_causal import compiled
+    from interp_causal.tasks.task import sampler_library
+
+    if request.param == "c" and shutil.which("cc") is None:
+        pytest.skip("no C compiler to build tasks/sampler.c")
+    monkeypatch.setenv(compiled.ENV_SWITCH, "1" if request.param == "c" else "0")
+    assert (sampler_library() is not None) == (request.param == "c")
+    return request.param
+
+
 @pytest.mark.parametrize(
     "graph",
     [CausalGraph.chain(12), CausalGraph.icl(11), CausalGraph.random_tree(12, gen(3)), CausalGraph.random_tree(12, gen(4), version=2)],
     ids=["chain", "icl", "random-v1", "random-v2"],
 )
-def test_single_parent_fast_sampler_has_the_exact_distribution(graph):
+def test_single_parent_fast_sampler_has_the_exact_distribution(graph, single_parent_path):
     task = InContextTask(graph, vocab_size=5, alpha=0.1)
     slow, fast = compare(task, 40_000, BASE)
     # the target itself: its concentration and its weight on the query's own token
@@ -157,7 +171,7 @@ def test_single_parent_fast_sampler_has_the_exact_distribution(graph):
     assert_means_agree(self_w(slow), self_w(fast), "target self-transition")
 
 
-def test_single_parent_without_a_query_and_alpha_above_one():
+def test_single_parent_without_a_query_and_alpha_above_one(single_parent_path):
     parents = [[], [0], [1], [1], [3], [2], [5]]
     task = InContextTask(CausalGraph.from_parents(parents, target_parents=[6]), vocab_size=4, alpha=1.5)
     assert task.graph.query_position is None
@@ -180,7 +194,7 @@ def test_urn_sampler_preserves_tokens_and_expected_losses(graph):
     assert torch.allclose(fast.target, bayes(fast.tokens, task), atol=1e-6)
 
 
-def test_paper_chain_bayes_loss_and_baselines():
+def test_paper_chain_bayes_loss_and_baselines(single_parent_path):
     task = InContextTask(CausalGraph.chain(20), vocab_size=10, alpha=0.1)
     compare(task, 30_000, BASE)
 
@@ -189,7 +203,7 @@ def test_paper_chain_bayes_loss_and_baselines():
 # seeding and chunking
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("graph", [CausalGraph.chain(9), CausalGraph.random_tree(9, gen(1)), CausalGraph.two_parent(9)])
-def test_seeded(graph):
+def test_seeded(graph, single_parent_path):
     task = InContextTask(graph, vocab_size=4)
     a, b, c = task.sample(300, gen(1)), task.sample(300, gen(1)), task.sample(300, gen(2))
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.target, b.target)
@@ -197,7 +211,7 @@ def test_seeded(graph):
     assert not torch.equal(a.tokens, c.tokens)
 
 
-def test_many_chunks():
+def test_many_chunks(single_parent_path):
     task = InContextTask(CausalGraph.chain(20), vocab_size=10)
     batch = task.sample(12_345, gen(0))  # several chunks of the S = 10 sampler
     assert batch.tokens.shape == (12_345, 20) and batch.target.shape == (12_345, 10)
@@ -209,20 +223,16 @@ def test_many_chunks():
 
 
 # ---------------------------------------------------------------------------------------------
-# the samplers' draws in C (tasks/sampler.c) against their torch ops
+# the samplers in C (tasks/sampler.c) against their torch ops
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build tasks/sampler.c")
 @pytest.mark.parametrize("graph, S, alpha", [
-    (CausalGraph.two_parent(32), 5, 0.1),  # the paper's multi-parent task (the urn)
+    (CausalGraph.two_parent(32), 5, 0.1),  # the paper's multi-parent task
     (CausalGraph.two_parent(12), 10, 0.1),
     (CausalGraph.markov(10, 2), 3, 0.1),
     (CausalGraph.from_parents([[], [0], [0, 1], [1], [2, 3], [3, 1], [5], [6, 4, 2], []]), 4, 0.1),  # degrees 1-3
-    (CausalGraph.chain(20), 10, 0.1),  # the paper's chain (single parent: table, stationary root, levels)
-    (CausalGraph.by_name("icl", 20, gen(0)), 10, 0.1),  # many roots
-    (CausalGraph.random_tree(20, gen(1), version=2), 3, 0.1),  # Fig. 9's trees
-    (CausalGraph.from_parents([[], [0], [1], [0], []], target_parents=[3]), 4, 2.0),  # no query; alpha > 1
-], ids=["paper-urn", "urn-S10", "markov-2", "mixed-degrees-query", "chain", "icl", "tree", "no-query"])
-def test_sampler_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, alpha, monkeypatch):
+], ids=["paper-urn", "urn-S10", "markov-2", "mixed-degrees-query"])
+def test_urn_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, alpha, monkeypatch):
     from interp_causal import compiled
     from interp_causal.tasks.task import sampler_library
 
@@ -238,6 +248,48 @@ def test_sampler_draws_in_c_equal_the_torch_ops_bit_for_bit(graph, S, alpha, mon
         assert torch.equal(ours.tokens, theirs.tokens)
         assert torch.equal(ours.target, theirs.target)
         assert torch.equal(ours.parent_tokens, theirs.parent_tokens)
+
+
+SINGLE_PARENT = [
+    (CausalGraph.chain(20), 10, 0.1),  # the paper's chain
+    (CausalGraph.by_name("icl", 20, gen(0)), 10, 0.1),  # many roots
+    (CausalGraph.random_tree(20, gen(1), version=2), 3, 0.1),  # Fig. 9's trees
+    (CausalGraph.from_parents([[], [0], [1], [0], []], target_parents=[3]), 4, 2.0),  # no query; alpha > 1
+]
+SINGLE_PARENT_IDS = ["chain", "icl", "tree", "no-query"]
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build tasks/sampler.c")
+@pytest.mark.parametrize("graph, S, alpha", SINGLE_PARENT, ids=SINGLE_PARENT_IDS)
+def test_single_parent_in_c_does_not_depend_on_threads(graph, S, alpha):
+    """Each sequence has its own stream: any split over threads gives the same batch."""
+    task = InContextTask(graph, vocab_size=S, alpha=alpha)
+    threads = torch.get_num_threads()
+    batches = []
+    try:
+        for k in (1, 2, 3):
+            torch.set_num_threads(k)
+            batches.append(task.sample(2001, gen(11)))
+    finally:
+        torch.set_num_threads(threads)
+    for b in batches[1:]:
+        assert torch.equal(b.tokens, batches[0].tokens) and torch.equal(b.target, batches[0].target)
+
+
+@pytest.mark.parametrize("S, alpha", [(10, 0.1), (4, 2.0), (3, 1.0)])
+def test_target_rows_are_dirichlet(S, alpha, single_parent_path):
+    """The query is uniform and drawn apart from the table, so the target, pi(. | query), is one
+    Dirichlet(alpha) row: each entry Beta(alpha, (S - 1) alpha), checked at quantiles from 1e-8
+    (the gamma draws' lower tail, where alpha = 0.1 puts much of its mass) to 0.9."""
+    from scipy.stats import beta
+
+    n = 60_000
+    target = InContextTask(CausalGraph.chain(6), vocab_size=S, alpha=alpha).sample(n, gen(21)).target.double()
+    for q in (1e-8, 1e-4, 0.01, 0.1, 0.5, 0.9):
+        want = float(beta.cdf(q, alpha, (S - 1) * alpha))
+        got = (target <= q).double().mean(0)  # [S], every entry
+        se = math.sqrt(max(want * (1 - want), 1e-12) / n)
+        assert float((got - want).abs().max()) < Z * se + 1e-6, (q, got, want)
 
 
 def test_parent_tokens_against_a_loop():

@@ -35,10 +35,10 @@ _state: dict = {}  # the thread pool and the stored-state buffers; "python_threa
 
 def _declare(lib: ctypes.CDLL) -> None:
     i, p = ctypes.c_int, ctypes.c_void_p
-    lib.paper_forward.argtypes = [i] * 9 + [p] * 5
-    lib.paper_backward.argtypes = [i] * 9 + [p] * 7
-    lib.paper_forward_parts.argtypes = [i, p] + [i] * 7 + [p] * 5
-    lib.paper_backward_parts.argtypes = [i, p] + [i] * 7 + [p] * 7
+    lib.paper_forward.argtypes = [i] * 9 + [p] * 8
+    lib.paper_backward.argtypes = [i] * 9 + [p] * 12
+    lib.paper_forward_parts.argtypes = [i, p] + [i] * 7 + [p] * 8
+    lib.paper_backward_parts.argtypes = [i, p] + [i] * 7 + [p] * 12
     lib.paper_saved_size.argtypes = [i] * 5
     for fn in (lib.paper_forward, lib.paper_backward, lib.paper_forward_parts, lib.paper_backward_parts,
                lib.paper_saved_size, lib.paper_openmp):
@@ -118,17 +118,20 @@ def _ptr(t: torch.Tensor) -> int:
 
 
 class PaperTwoLayers(torch.autograd.Function):
-    """``final`` ``[K, B, dm]`` (the residual stream at the last position) from ``A0`` ``[K, m0, d0, d0]``,
-    ``A1`` ``[K, m1, w1, w1]`` and tokens ``[K, B, n]``; differentiable in ``A0`` and ``A1``."""
+    """The logits at the last position ``[K, B, S]`` from ``A0`` ``[K, m0, d0, d0]``, ``A1``
+    ``[K, m1, w1, w1]``, the readout ``W_U`` ``[K, dm, S]`` and ``b_U`` ``[K, S]`` (``dm = w1 (1 + m1)``)
+    and tokens ``[K, B, n]``; differentiable in the weights."""
 
     @staticmethod
-    def forward(ctx, A0: torch.Tensor, A1: torch.Tensor, x: torch.Tensor, S: int, T: int) -> torch.Tensor:
+    def forward(ctx, A0: torch.Tensor, A1: torch.Tensor, W_U: torch.Tensor, b_U: torch.Tensor, x: torch.Tensor,
+                S: int, T: int) -> torch.Tensor:
         lib = library()
         A0, A1, x = A0.detach().contiguous(), A1.detach().contiguous(), x.contiguous()
+        W_U, b_U = W_U.detach().contiguous(), b_U.detach().contiguous()
         K, m0, m1 = A0.shape[0], A0.shape[1], A1.shape[1]
         B, n = x.shape[1:]
         dims = (S, T, n, m0, m1)
-        final = torch.empty(K, B, A1.shape[-1] * (1 + m1))
+        final, logits = torch.empty(K, B, A1.shape[-1] * (1 + m1)), torch.empty(K, B, S)
         # the state the backward pass reads (attention rows and layer 2's values), when there is
         # one: storing it costs less than computing the forward pass again (chain step 2.4 ms
         # against 3.6), in a buffer that the backward pass gives back for the next step (fresh
@@ -137,31 +140,35 @@ class PaperTwoLayers(torch.autograd.Function):
         size = K * B * lib.paper_saved_size(*dims)
         train = any(ctx.needs_input_grad[:2]) and size * 4 <= SAVE_MAX_BYTES
         saved = _take_buffer(size) if train else torch.empty(0)
-        _run("forward", K, B, _ranges(B),
-             lambda i: (*dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(final), _ptr(saved) if train else None))
-        ctx.save_for_backward(A0, A1, x, final, saved)
+        _run("forward", K, B, _ranges(B), lambda i: (*dims, _ptr(A0), _ptr(A1), _ptr(W_U), _ptr(b_U), _ptr(x),
+                                                     _ptr(final), _ptr(logits), _ptr(saved) if train else None))
+        ctx.save_for_backward(A0, A1, W_U, b_U, x, final, saved)
         ctx.dims = dims
-        return final
+        return logits
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dfinal: torch.Tensor):
-        A0, A1, x, final, saved = ctx.saved_tensors
+    def backward(ctx, dlogits: torch.Tensor):
+        A0, A1, W_U, b_U, x, final, saved = ctx.saved_tensors
         S, T, n, m0, m1 = ctx.dims
         K, B = x.shape[:2]
-        d0, w1 = S + T, A1.shape[-1]
-        dfinal = dfinal.contiguous()
+        d0, w1, dm = S + T, A1.shape[-1], final.shape[-1]
+        dlogits = dlogits.contiguous()
         ranges = _ranges(B)
-        dA0 = torch.zeros(len(ranges), K, m0, d0, d0, dtype=torch.float64)
+        # one block per part (the C parts' layout), each part's sums in double
+        parts = len(ranges)
+        dA0 = torch.zeros(parts, K, m0, d0, d0, dtype=torch.float64)
+        dW_U, db_U = torch.zeros(parts, K, dm, S, dtype=torch.float64), torch.zeros(parts, K, S, dtype=torch.float64)
         dv = torch.empty(K, B, m1, w1)
         # a second backward pass through the same graph (retain_graph) recomputes: the buffer may
         # serve another forward pass by then
         stored = saved.numel() > 0 and not getattr(ctx, "released", False)
-        _run("backward", K, B, ranges, lambda i: (*ctx.dims, _ptr(A0), _ptr(A1), _ptr(x), _ptr(dfinal),
-                                                  _ptr(saved) if stored else None, _ptr(dA0[i]), _ptr(dv)))
+        _run("backward", K, B, ranges, lambda i: (*ctx.dims, _ptr(A0), _ptr(A1), _ptr(W_U), _ptr(b_U), _ptr(x),
+                                                  _ptr(final), _ptr(dlogits), _ptr(saved) if stored else None,
+                                                  _ptr(dA0[i]), _ptr(dW_U[i]), _ptr(db_U[i]), _ptr(dv)))
         if stored:
             ctx.released = True
             _give_buffer(saved)
         hq = final[..., :w1]  # [K, B, w1]
         dA1 = torch.bmm(hq.transpose(1, 2), dv.view(K, B, m1 * w1)).view(K, w1, m1, w1).transpose(1, 2)
-        return dA0.sum(0).float(), dA1, None, None, None
+        return dA0.sum(0).float(), dA1, dW_U.sum(0).float(), db_U.sum(0).float(), None, None, None

@@ -8,12 +8,14 @@
  *   A0 [m0, d0, d0]  layer 1's A blocks, d0 = S + T
  *   A1 [m1, w1, w1]  layer 2's A blocks, w1 = d0 (1 + m0)
  *   x  [B, n]        tokens (int64) in [0, S), 1 <= n <= T (the caller checks: they index memory)
- *   final [B, dm]    the residual stream at the last position, dm = w1 (1 + m1); the readout
- *                    final @ W_U + b_U stays in torch
+ *   WU [dm, S], bU [S]  the readout
+ *   final [B, dm]    the residual stream at the last position, dm = w1 (1 + m1)
+ *   logits [B, S]    final @ WU + bU
  * The forward pass may store each sequence's attention rows and layer-2 values (`saved`); the
- * backward pass reads them, or recomputes them when there are none. It adds layer 1's gradient
- * into dA0 (double) and writes dv [B, m1, w1], layer 2's value gradient, from which torch forms
- * dA1 = h_q^T dv with one matrix product.
+ * backward pass reads them, or recomputes them when there are none. From dlogits it adds layer 1's
+ * gradient into dA0 and the readout's into dWU and dbU (double), and writes dv [B, m1, w1], layer
+ * 2's value gradient, from which torch forms dA1 = h_q^T dv with one matrix product. (The readout
+ * in torch cost three small matrix products a step, 0.8 ms of the chain's 4.6.)
  *
  * Rows over key positions are padded to NP (a multiple of 8) so that every loop over them runs
  * whole vectors: padded and masked scores are MASKED, whose exp is exactly 0. Non-finite weights
@@ -23,42 +25,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../vector_math.h"
+
 #define MASKED (-1e30f)
 
 typedef struct {
-    int S, T, n, m0, m1, d0, w1, dm, NP, SP, P0, W1P;
+    int S, T, n, m0, m1, d0, w1, dm, NP, SP, P0, W1P, DMP;
 } dims_t;
 
 #define ROUND8(v) (((v) + 7) / 8 * 8)
 
 static dims_t make_dims(int S, int T, int n, int m0, int m1) {
-    dims_t d = {S, T, n, m0, m1, S + T, 0, 0, ROUND8(n), ROUND8(S), 0, 0};
+    dims_t d = {S, T, n, m0, m1, S + T, 0, 0, ROUND8(n), ROUND8(S), 0, 0, 0};
     d.w1 = d.d0 * (1 + m0);
     d.dm = d.w1 * (1 + m1);
     d.P0 = ROUND8(S + d.NP);
     d.W1P = ROUND8(d.w1);
+    d.DMP = ROUND8(d.dm);
     return d;
-}
-
-/* Whole 8-float vectors (GCC's and clang's vector extensions; AVX where -march allows, pairs of
- * SSE registers otherwise): rows of NP floats are NP / 8 of them, with no loop tails. */
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
-#define VL(p) (*(const v8f *)(p))
-#define VS(p) (*(v8f *)(p))
-
-static inline float hsum(v8f a) {
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
-
-static inline float hmax(v8f a) {
-    float m = a[0];
-    for (int i = 1; i < 8; i++) m = a[i] > m ? a[i] : m;
-    return m;
-}
-
-static inline v8f blend(v8i mask, v8f yes, v8f no) {
-    return (v8f)(((v8i)yes & mask) | ((v8i)no & ~mask));
 }
 
 /* sum a[i] b[i] over `chunks` vectors */
@@ -70,29 +54,6 @@ static inline float vdot(const float *a, const float *b, int chunks) {
 
 static inline void vaxpy(float *y, float alpha, const float *x, int chunks) {
     for (int c = 0; c < chunks; c++) VS(y + 8 * c) += alpha * VL(x + 8 * c);
-}
-
-/* exp(x) to about 2 ulp (glibc's expf is a call per element): x = i ln2 + r with |r| <= ln2 / 2
- * (Cody-Waite), e^r by its Taylor polynomial to r^7 (error < 6e-9), 2^i written into the
- * exponent bits. Exactly 0 below -87.3, where float's normal range ends (so MASKED gives 0);
- * NaN stays NaN. */
-static inline v8f vexp(v8f x) {
-    const v8f big = (v8f){0} + 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds */
-    const v8i under = x < -87.3f;
-    v8f xc = blend(x > 88.0f, (v8f){0} + 88.0f, x);
-    xc = blend(under, (v8f){0} - 87.3f, xc);
-    const v8f fi = (xc * 1.44269504088896341f + big) - big;
-    const v8f r = (xc - fi * 0.693359375f) + fi * 2.12194440e-4f;
-    v8f p = (v8f){0} + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const v8i e = (__builtin_convertvector(fi, v8i) + 127) << 23;
-    return (v8f)((v8i)(p * (v8f)e) & ~under);
 }
 
 /* softmax over row[0..8 chunks) in place, as torch computes it: exp(s - max) / sum; the
@@ -138,16 +99,21 @@ static void combine_rows(float *y, const float *A, int chunks, const int *idx, c
 
 /* One model's weights, rows zero-padded so that whole vectors can be read from them:
  * A0p [m0, d0, P0] (a row's token part is its first SP columns, its position part the NP columns
- * from S), A1p [m1, w1, W1P]. */
+ * from S), A1p [m1, w1, W1P], and the readout transposed, WUt [S, DMP]. */
 typedef struct {
-    float *A0p, *A1p;
+    float *A0p, *A1p, *WUt;
+    const float *bU;
 } padded_t;
 
-static void pad_weights(const dims_t *d, const float *A0, const float *A1, padded_t *w) {
+static void pad_weights(const dims_t *d, const float *A0, const float *A1, const float *WU, const float *bU,
+                        padded_t *w) {
     const int d0 = d->d0, cols = d->P0 < d0 ? d->P0 : d0;
     for (size_t r = 0; r < (size_t)d->m0 * d0; r++) memcpy(w->A0p + r * d->P0, A0 + r * d0, sizeof(float) * cols);
     for (size_t r = 0; r < (size_t)d->m1 * d->w1; r++)
         memcpy(w->A1p + r * d->W1P, A1 + r * d->w1, sizeof(float) * d->w1);
+    for (int i = 0; i < d->dm; i++)
+        for (int t = 0; t < d->S; t++) w->WUt[(size_t)t * d->DMP + i] = WU[(size_t)i * d->S + t];
+    w->bU = bU;
 }
 
 /* One sequence's forward state; every array zero-padded to whole vectors. */
@@ -160,6 +126,7 @@ typedef struct {
     float *u;   /* [SP] a row's token part of the scores */
     int *idx;   /* [2 + m0 (S + n)] the rows of A_g that h_q combines, */
     float *coef; /* and their weights */
+    float *fp;   /* [DMP] a row of final, zero-padded */
     padded_t w;
 } scratch_t;
 
@@ -182,7 +149,10 @@ static int scratch_alloc(scratch_t *s, const dims_t *d) {
     s->coef = zalloc(2 + d->m0 * (d->S + d->n));
     s->w.A0p = zalloc((size_t)d->m0 * d->d0 * d->P0);
     s->w.A1p = zalloc((size_t)d->m1 * d->w1 * d->W1P);
-    return s->x && s->a && s->v && s->c && s->p && s->u && s->idx && s->coef && s->w.A0p && s->w.A1p;
+    s->w.WUt = zalloc((size_t)d->S * d->DMP);
+    s->fp = zalloc(d->DMP);
+    return s->x && s->a && s->v && s->c && s->p && s->u && s->idx && s->coef && s->w.A0p && s->w.A1p && s->w.WUt &&
+           s->fp;
 }
 
 static void scratch_free(scratch_t *s) {
@@ -196,6 +166,8 @@ static void scratch_free(scratch_t *s) {
     free(s->coef);
     free(s->w.A0p);
     free(s->w.A1p);
+    free(s->w.WUt);
+    free(s->fp);
 }
 
 /* One sequence's forward pass from the padded weights in s->w: fills `final` [dm] and the scratch. */
@@ -282,8 +254,15 @@ static void seq_forward(const dims_t *d, const int64_t *tokens, float *final, sc
     }
 }
 
-#define MODEL_WEIGHTS(k)                                                      \
-    pad_weights(&d, A0 + (size_t)(k) * d.m0 * d.d0 * d.d0, A1 + (size_t)(k) * d.m1 * d.w1 * d.w1, &s.w);
+#define MODEL_WEIGHTS(k)                                                                                       \
+    pad_weights(&d, A0 + (size_t)(k) * d.m0 * d.d0 * d.d0, A1 + (size_t)(k) * d.m1 * d.w1 * d.w1,                 \
+                WU + (size_t)(k) * d.dm * d.S, bU + (size_t)(k) * d.S, &s.w);
+
+/* logits [S] = final @ WU + bU; leaves final's row zero-padded in s->fp for the backward pass */
+static void readout(const dims_t *d, scratch_t *s, const float *final, float *logits) {
+    memcpy(s->fp, final, sizeof(float) * d->dm);
+    for (int t = 0; t < d->S; t++) logits[t] = s->w.bU[t] + vdot(s->w.WUt + (size_t)t * d->DMP, s->fp, d->DMP / 8);
+}
 
 /* Floats of one sequence's state that the backward pass reads: a, c, p. */
 static size_t saved_size(const dims_t *d) {
@@ -302,10 +281,11 @@ int paper_saved_size(int S, int T, int n, int m0, int m1) {
     return (int)saved_size(&d);
 }
 
-/* final [K, B, dm] for rows b in [b0, b1) of every model, and, where `saved` is not NULL, each
- * sequence's a, c, p for the backward pass. Returns 0, or -1 when out of memory. */
+/* final [K, B, dm] and logits [K, B, S] for rows b in [b0, b1) of every model, and, where `saved`
+ * is not NULL, each sequence's a, c, p for the backward pass. Returns 0, or -1 when out of memory. */
 int paper_forward(int K, int B, int b0, int b1, int S, int T, int n, int m0, int m1, const float *A0,
-                  const float *A1, const int64_t *x, float *final, float *saved) {
+                  const float *A1, const float *WU, const float *bU, const int64_t *x, float *final, float *logits,
+                  float *saved) {
     const dims_t d = make_dims(S, T, n, m0, m1);
     scratch_t s;
     int ok = scratch_alloc(&s, &d);
@@ -316,6 +296,7 @@ int paper_forward(int K, int B, int b0, int b1, int S, int T, int n, int m0, int
             const size_t row = (size_t)k * B + b;
             if (saved) use_saved(&d, &s, saved + row * saved_size(&d));
             seq_forward(&d, x + row * n, final + row * d.dm, &s);
+            readout(&d, &s, final + row * d.dm, logits + row * S);
         }
     }
     s.a = own.a, s.c = own.c, s.p = own.p;
@@ -332,9 +313,11 @@ typedef struct {
     float *tp; /* [m0, S, NP]  A[t, S + k] */
     float *pt; /* [BANKS, m0, n, SP]  A[S + j, t] */
     float *tt; /* [BANKS, m0, S, SP]  A[t, t'] */
+    float *wu; /* [S, DMP]  the readout's WU, transposed */
+    float *bu; /* [SP]  and bU */
 } grad1_t;
 
-static void flush(const dims_t *d, grad1_t *g, double *dA0) {
+static void flush(const dims_t *d, grad1_t *g, double *dA0, double *dWU, double *dbU) {
     const int S = d->S, n = d->n, NP = d->NP, SP = d->SP, d0 = d->d0;
     for (int h = 0; h < d->m0; h++) {
         double *G = dA0 + (size_t)h * d0 * d0;
@@ -350,39 +333,55 @@ static void flush(const dims_t *d, grad1_t *g, double *dA0) {
                 for (int t2 = 0; t2 < S; t2++) G[(size_t)t * d0 + t2] += tt[((size_t)h * S + t) * SP + t2];
         }
     }
+    for (int i = 0; i < d->dm; i++)
+        for (int t = 0; t < S; t++) dWU[(size_t)i * S + t] += g->wu[(size_t)t * d->DMP + i];
+    for (int t = 0; t < S; t++) dbU[t] += g->bu[t];
+    memset(g->wu, 0, sizeof(float) * S * d->DMP);
+    memset(g->bu, 0, sizeof(float) * SP);
     memset(g->pp, 0, sizeof(float) * d->m0 * n * NP);
     memset(g->tp, 0, sizeof(float) * d->m0 * S * NP);
     memset(g->pt, 0, sizeof(float) * BANKS * d->m0 * n * SP);
     memset(g->tt, 0, sizeof(float) * BANKS * d->m0 * S * SP);
 }
 
-/* The backward pass for rows [b0, b1): from dfinal [K, B, dm], adds layer 1's gradient into
- * dA0 [K, m0, d0, d0] (double) and writes dv [K, B, m1, w1]. */
+/* The backward pass for rows [b0, b1): from dlogits [K, B, S], adds layer 1's gradient into
+ * dA0 [K, m0, d0, d0] and the readout's into dWU [K, dm, S] and dbU [K, S] (double), and writes
+ * dv [K, B, m1, w1]. `final` is the forward's (read where `saved` is, else recomputed). */
 int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, int m1, const float *A0,
-                   const float *A1, const int64_t *x, const float *dfinal, float *saved, double *dA0,
-                   float *dv_out) {
+                   const float *A1, const float *WU, const float *bU, const int64_t *x, const float *final,
+                   const float *dlogits, float *saved, double *dA0, double *dWU, double *dbU, float *dv_out) {
     const dims_t d = make_dims(S, T, n, m0, m1);
     const int d0 = d.d0, w1 = d.w1, q = n - 1, NP = d.NP, SP = d.SP, W1P = d.W1P;
     scratch_t s;
     grad1_t g1 = {zalloc((size_t)m0 * n * NP), zalloc((size_t)m0 * S * NP), zalloc((size_t)BANKS * m0 * n * SP),
-                  zalloc((size_t)BANKS * m0 * S * SP)};
+                  zalloc((size_t)BANKS * m0 * S * SP), zalloc((size_t)S * d.DMP), zalloc(SP)};
     float *fin = zalloc(d.dm), *dhq = zalloc(w1), *da = zalloc((size_t)m0 * n * NP), *e = zalloc((size_t)m0 * NP);
-    float *dp = zalloc(NP), *dc = zalloc(NP), *gs = zalloc(NP), *dv = zalloc(W1P);
+    float *dp = zalloc(NP), *dc = zalloc(NP), *gs = zalloc(NP), *dv = zalloc(W1P), *df = zalloc(d.DMP), *dl = zalloc(SP);
     int ok = scratch_alloc(&s, &d);
     scratch_t own = s;
-    ok = ok && g1.pp && g1.tp && g1.pt && g1.tt && fin && dhq && da && e && dp && dc && gs && dv;
+    ok = ok && g1.pp && g1.tp && g1.pt && g1.tt && g1.wu && g1.bu && fin && dhq && da && e && dp && dc && gs && dv && df &&
+         dl;
     for (int k = 0; ok && k < K; k++) {
         MODEL_WEIGHTS(k)
-        double *dA0k = dA0 + (size_t)k * m0 * d0 * d0;
+        double *dA0k = dA0 + (size_t)k * m0 * d0 * d0, *dWUk = dWU + (size_t)k * d.dm * S, *dbUk = dbU + (size_t)k * S;
         for (int b = b0; b < b1; b++) {
             const size_t row = (size_t)k * B + b;
-            const float *df = dfinal + row * d.dm;
             if (saved) { /* the forward's state, else recompute it */
                 use_saved(&d, &s, saved + row * saved_size(&d));
                 memcpy(s.x, x + row * n, sizeof(int64_t) * n);
+                memcpy(s.fp, final + row * d.dm, sizeof(float) * d.dm);
             } else {
                 seq_forward(&d, x + row * n, fin, &s);
+                memcpy(s.fp, fin, sizeof(float) * d.dm);
             }
+            /* the readout: df = WU dlogits, dWU += final^T dlogits, dbU += dlogits */
+            memcpy(dl, dlogits + row * S, sizeof(float) * S);
+            memset(df, 0, sizeof(float) * d.DMP);
+            for (int t = 0; t < S; t++) {
+                vaxpy(df, dl[t], s.w.WUt + (size_t)t * d.DMP, d.DMP / 8);
+                vaxpy(g1.wu + (size_t)t * d.DMP, dl[t], s.fp, d.DMP / 8);
+            }
+            vaxpy(g1.bu, 1.0f, dl, SP / 8);
             const int64_t *xs = s.x;
             memcpy(dhq, df, sizeof(float) * w1);
             memset(da, 0, sizeof(float) * m0 * n * NP);
@@ -464,7 +463,7 @@ int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, in
                     }
                 }
             }
-            if ((b - b0) % FLUSH == FLUSH - 1 || b == b1 - 1) flush(&d, &g1, dA0k);
+            if ((b - b0) % FLUSH == FLUSH - 1 || b == b1 - 1) flush(&d, &g1, dA0k, dWUk, dbUk);
         }
     }
     s.a = own.a, s.c = own.c, s.p = own.p;
@@ -473,6 +472,8 @@ int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, in
     free(g1.tp);
     free(g1.pt);
     free(g1.tt);
+    free(g1.wu);
+    free(g1.bu);
     free(fin);
     free(dhq);
     free(da);
@@ -481,6 +482,8 @@ int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, in
     free(dc);
     free(gs);
     free(dv);
+    free(df);
+    free(dl);
     return ok ? 0 : -1;
 }
 
@@ -488,8 +491,8 @@ int paper_backward(int K, int B, int b0, int b1, int S, int T, int n, int m0, in
  * with -fopenmp, the library binds to the libgomp that torch has already loaded (same soname), so
  * these are torch's own threads: they are spinning after torch's last parallel op and take the
  * work at once, where threads of our own would share the cores with them. Without OpenMP the parts
- * run one after another (native.py then splits them over Python threads instead). dA0 holds one
- * [K, m0, d0, d0] block per part. */
+ * run one after another (native.py then splits them over Python threads instead). dA0, dWU and
+ * dbU hold one block per part. */
 int paper_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -499,22 +502,25 @@ int paper_openmp(void) {
 }
 
 int paper_forward_parts(int parts, const int *bounds, int K, int B, int S, int T, int n, int m0, int m1,
-                        const float *A0, const float *A1, const int64_t *x, float *final, float *saved) {
+                        const float *A0, const float *A1, const float *WU, const float *bU, const int64_t *x,
+                        float *final, float *logits, float *saved) {
     int err = 0;
 #pragma omp parallel for num_threads(parts) schedule(static, 1) reduction(| : err)
     for (int i = 0; i < parts; i++)
-        err |= paper_forward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, x, final, saved);
+        err |= paper_forward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, WU, bU, x, final, logits, saved);
     return err;
 }
 
 int paper_backward_parts(int parts, const int *bounds, int K, int B, int S, int T, int n, int m0, int m1,
-                         const float *A0, const float *A1, const int64_t *x, const float *dfinal, float *saved,
-                         double *dA0, float *dv_out) {
-    const size_t block = (size_t)K * m0 * (S + T) * (S + T);
+                         const float *A0, const float *A1, const float *WU, const float *bU, const int64_t *x,
+                         const float *final, const float *dlogits, float *saved, double *dA0, double *dWU,
+                         double *dbU, float *dv_out) {
+    const dims_t d = make_dims(S, T, n, m0, m1);
+    const size_t block = (size_t)K * m0 * d.d0 * d.d0, wblock = (size_t)K * d.dm * S, bblock = (size_t)K * S;
     int err = 0;
 #pragma omp parallel for num_threads(parts) schedule(static, 1) reduction(| : err)
     for (int i = 0; i < parts; i++)
-        err |= paper_backward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, x, dfinal, saved,
-                              dA0 + i * block, dv_out);
+        err |= paper_backward(K, B, bounds[i], bounds[i + 1], S, T, n, m0, m1, A0, A1, WU, bU, x, final, dlogits, saved,
+                              dA0 + i * block, dWU + i * wblock, dbU + i * bblock, dv_out);
     return err;
 }

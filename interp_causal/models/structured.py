@@ -154,10 +154,12 @@ def _two_layers_of(weights: tuple, layout, x: torch.Tensor, patterns: dict) -> t
     K = x.shape[:-2]
     if not patterns and native.applies(weights, x):
         _check_tokens(x, S, T)  # the kernel indexes memory with them
-        final = native.PaperTwoLayers.apply(A0 if K else A0[None], A1 if K else A1[None], x if K else x[None], S, T)
-        final = final if K else final[0]
-    else:
-        final = _final_in_torch(A0, A1, layout, x, patterns)
+        if K:
+            return native.PaperTwoLayers.apply(A0, A1, W_U, b_U, x, S, T)
+        # a view, not [0]: indexing's backward would zero-fill and copy the whole output every step
+        logits = native.PaperTwoLayers.apply(A0[None], A1[None], W_U[None], b_U[None], x[None], S, T)
+        return logits.view(logits.shape[1:])
+    final = _final_in_torch(A0, A1, layout, x, patterns)
     return torch.addmm(b_U, final, W_U) if not K else torch.baddbmm(b_U[:, None, :], final, W_U)
 
 

@@ -1,8 +1,10 @@
 """Training data drawn in a worker process while the trainer trains (``Trainer(prefetch=...)``).
 
-On the chain's paper recipe both the sampler and the training step are bound by one core each (a
-step at batch 1024 takes 12.6 ms on one thread and 11.9 on two; drawing its batch 6.2 and 6.0),
-so on two cores the draws can overlap the steps instead of adding to them. The worker
+With the torch ops' sampler, on the chain's paper recipe both the sampler and the training step were
+bound by one core each (a step at batch 1024 took 12.6 ms on one thread and 11.9 on two; drawing
+its batch 6.2 and 6.0), so on two cores the draws could overlap the steps instead of adding to
+them. The C sampler (``tasks/sampler.c``) draws a batch in 1.4 ms at two threads, and training
+keeps both threads instead (:func:`prefetch_wanted`). The worker
 is a ``torch.utils.data.DataLoader`` worker (one process, one thread, tensors handed over in shared
 memory). It draws the same pools from the same generator states, in the same order, as
 :meth:`Trainer.next_batch` draws in process: the batches are bit-identical, and checkpoints hold the
@@ -64,11 +66,15 @@ def prefetch_wanted(prefetch: bool | str, steps_left: int, task: InContextTask) 
     """Whether a run of ``steps_left`` more steps on ``task`` draws its data in a worker process:
     ``True`` or ``False`` as given; ``"auto"``: when the process has at least two threads to split
     between the worker and training, the run is long (:data:`PREFETCH_MIN_STEPS`), and the task
-    is single-parent, whose sampler draws a whole transition table per sequence. Measured on the
-    paper recipes (2 cores, steady state, ms per step all in, worker against in process): chain
-    12.8 against 17.7-19.2; multi-parent, whose urn sampler is cheap beside its step, 32-39
-    against 30-31, so it stays in process."""
+    is single-parent, whose sampler draws a whole transition table per sequence, in torch ops
+    (``tasks/sampler.c`` is not built). Measured on the paper recipes (2 cores, steady state, ms
+    per step all in, worker against in process): chain with the torch sampler 12.8 against
+    17.7-19.2; with the C sampler (1.4 ms per batch at two threads) 9.8-9.9 against 7.3-7.9, since
+    training then keeps both threads; multi-parent, whose urn sampler is cheap beside its step,
+    32-39 against 30-31. So only the torch sampler of a single-parent task is drawn in a worker."""
     if prefetch == "auto":
+        from interp_causal.tasks.task import sampler_library
+
         return (torch.get_num_threads() >= 2 and steps_left >= PREFETCH_MIN_STEPS
-                and task.graph.is_single_parent)
+                and task.graph.is_single_parent and sampler_library() is None)
     return bool(prefetch)
