@@ -45,11 +45,11 @@ def chi2_mi_by_counting(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
 
 def first_order_reference(task: InContextTask, n: int, gen: torch.Generator) -> torch.Tensor:
     """``[T, T]``: ``R[i, j] = E[pi(s_i | s_j) / f(s_i)]`` over tables and sequences, reading each
-    sequence's own table; ``f(a)`` = how often ``a`` occurs in that sequence, counted by bincount."""
+    sequence's own table; ``f(a)`` = how often ``a`` occurs in that sequence, counted from one-hots."""
     tables = task.draw_tables(n, gen)
     x = task.sample_from_tables(tables, gen).tokens
     pi, rows = tables[1].double(), torch.arange(n)
-    freq = torch.stack([torch.bincount(seq, minlength=S) for seq in x]).double() / T  # [n, S]
+    freq = torch.nn.functional.one_hot(x, S).sum(1).double() / T  # [n, S]
     R = torch.zeros(T, T, dtype=torch.float64)
     for i in range(T):
         for j in range(i):
@@ -57,9 +57,9 @@ def first_order_reference(task: InContextTask, n: int, gen: torch.Generator) -> 
     return R.float()
 
 
-def descent_and_records(task: InContextTask, reference: torch.Tensor, gen: torch.Generator):
+def descent_and_records(task: InContextTask, reference: torch.Tensor, gen: torch.Generator, n: int = 2**14):
     model = paper_model(task, reduced=True, beta0=0.1)
-    batch = task.sample(2**14, gen)
+    batch = task.sample(n, gen)
     suite = ProbeSuite([GradientProbe(task.graph.parent_lists(), reference, layer=0)])
     records = {r.metric: r for r in suite.run(model, batch.tokens, targets=batch.target)}
     return -torch.tensor(records["gradient_norm"].extra["gradient"]), records  # [T, T]
@@ -79,6 +79,13 @@ def test_gradient_at_the_start_points_at_the_parent_as_mutual_information_does(n
     assert records["argmax_agreement"].value == 1.0  # the information's row argmax is the parent too
 
 
+# Sequences for the rank check: the reference's and the gradient's. Ranks among positions whose
+# expansion terms nearly tie (icl's many roots) are Monte Carlo noise at 2^14 each: across seeds
+# 0-3 icl's mean rank correlation was 0.74-0.85 on either sampler, straddling the 0.8 the check
+# asks. With these (the reference is cheap, the gradient not) it was 0.83-0.88.
+N_REFERENCE, N_GRADIENT = 2**18, 2**15
+
+
 def spearman_by_hand(x: list[float], y: list[float]) -> float:
     """Pearson correlation of the ranks (no ties expected among these floats)."""
     rx = torch.tensor(x).argsort().argsort().double()
@@ -91,8 +98,8 @@ def spearman_by_hand(x: list[float], y: list[float]) -> float:
 def test_gradient_at_the_start_ranks_positions_by_the_first_order_expansion(name):
     gen = torch.Generator().manual_seed(0)
     task = InContextTask(CausalGraph.by_name(name, T, torch.Generator().manual_seed(1)), S, 0.1)
-    R = first_order_reference(task, 2**14, gen)
-    descent, _ = descent_and_records(task, R, gen)
+    R = first_order_reference(task, N_REFERENCE, gen)
+    descent, _ = descent_and_records(task, R, gen, N_GRADIENT)
     rhos = []
     for i, ps in enumerate(task.graph.parents):
         if ps and i >= 2:  # every earlier position, as the issue's rank check asks

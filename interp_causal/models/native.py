@@ -2,9 +2,9 @@
 
 The torch version of :func:`interp_causal.models.structured.last_logits` runs a dozen passes over
 ``[batch, n, n]`` tensors per training step, each bound by memory. The kernel computes the same
-function one sequence at a time, its attention rows staying in L1 through the forward and the
-backward pass (the forward stores them for the backward in a reused buffer, or the backward
-recomputes them). A batch is split over torch's threads: the library is built with OpenMP and
+function, the readout included, one sequence at a time, its attention rows staying in L1 through
+the forward and the backward pass (the forward stores them for the backward in a reused buffer, or
+the backward recomputes them). A batch is split over torch's threads: the library is built with OpenMP and
 shares torch's ``libgomp``, or, where the compiler has no OpenMP, over Python threads.
 :mod:`interp_causal.compiled` builds and caches it on first use.
 
