@@ -94,6 +94,7 @@ def spearman_by_hand(x: list[float], y: list[float]) -> float:
     return float((rx * ry).sum() / (rx.square().sum() * ry.square().sum()).sqrt())
 
 
+@pytest.mark.science  # a claim of the paper's, at 2^18 + 2^15 sequences: checked once per make test
 @pytest.mark.parametrize("name", ["chain", "icl", "random"])
 def test_gradient_at_the_start_ranks_positions_by_the_first_order_expansion(name):
     gen = torch.Generator().manual_seed(0)

@@ -138,7 +138,7 @@ class PaperTwoLayers(torch.autograd.Function):
         # pages' first touch would cost more than the recomputation: K = 20 trees, 43 MB, 72 ms
         # against 65)
         size = K * B * lib.paper_saved_size(*dims)
-        train = any(ctx.needs_input_grad[:2]) and size * 4 <= SAVE_MAX_BYTES
+        train = any(ctx.needs_input_grad[:4]) and size * 4 <= SAVE_MAX_BYTES
         saved = _take_buffer(size) if train else torch.empty(0)
         _run("forward", K, B, _ranges(B), lambda i: (*dims, _ptr(A0), _ptr(A1), _ptr(W_U), _ptr(b_U), _ptr(x),
                                                      _ptr(final), _ptr(logits), _ptr(saved) if train else None))
