@@ -110,24 +110,27 @@ static int uniform_int(uint64_t *state, int S) {
 /* 8 draws of log Gamma(alpha) + c, alpha < 1, by task.py's _log_gamma: E = -log U1 ~ Exp(1),
  * accepted when log V <= alpha (log E - E + 1), then log V / alpha + E (U1, V uniform on (0, 1]).
  * Rejected lanes (5% at alpha = 0.1) are drawn again one at a time. */
+/* The proposal of each lane: E = -log(1 - u1), log V = log(1 - u2) (1 - u: (0, 1]); `draw` is
+ * log V / alpha + E, returned mask: where it is accepted */
+static inline v8i gamma_proposal(v8f u1, v8f u2, float alpha, v8f *draw) {
+    const v8f e = -vlog(1.0f - u1), log_v = vlog(1.0f - u2);
+    *draw = log_v / alpha + e;
+    return log_v <= alpha * (vlog(e) - e + 1.0f);
+}
+
 static void log_gamma8(uint64_t *state, float alpha, float *out) {
     float u1[8], u2[8];
     for (int i = 0; i < 8; i++) uniform_pair(state, u1 + i, u2 + i);
-    const v8f one = (v8f){0} + 1.0f;
-    const v8f e = -vlog(one - VL(u1)), log_v = vlog(one - VL(u2)); /* 1 - u: (0, 1] */
-    const v8i accept = log_v <= alpha * (vlog(e) - e + 1.0f);
-    const v8f draw = log_v / alpha + e;
+    v8f draw;
+    const v8i accept = gamma_proposal(VL(u1), VL(u2), alpha, &draw);
     for (int i = 0; i < 8; i++) {
         out[i] = draw[i];
-        while (!accept[i]) {
+        for (int ok = accept[i]; !ok;) { /* a rejected lane: draw again, alone (in lane 0) */
             float a, b;
             uniform_pair(state, &a, &b);
-            const v8f ee = -vlog(one - a), lv = vlog(one - b);
-            const v8i ok = lv <= alpha * (vlog(ee) - ee + 1.0f);
-            if (ok[0]) {
-                out[i] = lv[0] / alpha + ee[0];
-                break;
-            }
+            v8f retry;
+            ok = gamma_proposal((v8f){0} + a, (v8f){0} + b, alpha, &retry)[0];
+            out[i] = retry[0];
         }
     }
 }
